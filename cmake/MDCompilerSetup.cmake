@@ -1,0 +1,41 @@
+# Compiler settings shared by every target of the project.
+
+if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
+  set(CMAKE_BUILD_TYPE Release CACHE STRING "Build type" FORCE)
+endif()
+
+# The static library and the executables share one precompiled header, and GCC only accepts a
+# header compiled with the same code-model flags: every object of ours is compiled with -fPIC.
+set(CMAKE_POSITION_INDEPENDENT_CODE OFF)
+add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fPIC> $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-fPIC>)
+set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
+
+if(MD_USE_CCACHE)
+  find_program(MD_CCACHE_PROGRAM ccache)
+  if(MD_CCACHE_PROGRAM)
+    # Precompiled headers need these sloppiness settings to get cache hits.
+    set(_md_launcher "${CMAKE_COMMAND}" -E env
+        "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+        "${MD_CCACHE_PROGRAM}")
+    set(CMAKE_CXX_COMPILER_LAUNCHER ${_md_launcher})
+    set(CMAKE_CUDA_COMPILER_LAUNCHER ${_md_launcher})
+  endif()
+endif()
+
+# Warnings for our own code only (dependencies are included as system headers).
+add_library(md_warnings INTERFACE)
+target_compile_options(md_warnings INTERFACE
+  $<$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>:-Wall -Wextra -Wno-unused-parameter>
+  $<$<AND:$<BOOL:${MD_WARNINGS_AS_ERRORS}>,$<COMPILE_LANG_AND_ID:CXX,GNU,Clang>>:-Werror>)
+
+if(MD_SANITIZE)
+  add_compile_options(-fsanitize=${MD_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=${MD_SANITIZE})
+endif()
+
+# md_pch_apply(<target>): reuse the library's precompiled header (src/md_pch.h).
+function(md_pch_apply target)
+  if(MD_USE_PCH)
+    target_precompile_headers(${target} REUSE_FROM manifold_diffusion)
+  endif()
+endfunction()

@@ -1,0 +1,22 @@
+#pragma once
+
+/// \file
+/// Umbrella header: everything manifold_diffusion offers.
+///
+/// Example:
+/// \code
+///   #include <manifold_diffusion/manifold_diffusion.h>
+///   int main() {
+///     mdiff::set_num_threads(2);
+///     mdiff::manual_seed(0);
+///     fmt::print("{}\n", mdiff::describe_build());
+///   }
+/// \endcode
+
+#include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/device.h>
+#include <manifold_diffusion/core/enum.h>
+#include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/core/version.h>
+#include <manifold_diffusion/ops/backend.h>
+#include <manifold_diffusion/ops/q_sample.h>
