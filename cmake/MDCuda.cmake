@@ -22,17 +22,15 @@ if(_md_cuda_mode STREQUAL "AUTO" OR _md_cuda_mode MATCHES "^(ON|TRUE|1|YES)$")
 endif()
 
 if(MD_CUDA_ENABLED)
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    # A100 (sm_80) and H100/H200 (sm_90) as machine code, plus PTX for newer GPUs.
-    set(CMAKE_CUDA_ARCHITECTURES "80-real;90")
-  endif()
+  # LibTorch's CMake adds the -gencode flags for TORCH_CUDA_ARCH_LIST (see MDDependencies.cmake);
+  # CMake must not add a second set.
+  set(CMAKE_CUDA_ARCHITECTURES OFF)
   enable_language(CUDA)
-  # Newer LibTorch headers require C++20 (its target says so); compile our kernels to match.
-  get_target_property(_md_torch_features torch INTERFACE_COMPILE_FEATURES)
-  if(_md_torch_features MATCHES "cxx_std_20")
-    set(CMAKE_CUDA_STANDARD 20)
-  else()
-    set(CMAKE_CUDA_STANDARD 17)
-  endif()
-  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  # Newer LibTorch targets require C++20, which CMake < 3.26 does not know how to ask of nvcc 13.
+  foreach(_std 17 20)
+    if(NOT CMAKE_CUDA${_std}_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA${_std}_STANDARD_COMPILE_OPTION "-std=c++${_std}")
+      set(CMAKE_CUDA${_std}_EXTENSION_COMPILE_OPTION "-std=c++${_std}")
+    endif()
+  endforeach()
 endif()

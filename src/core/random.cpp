@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <mutex>
 
@@ -35,7 +34,7 @@ at::Generator make_generator(uint64_t seed, c10::Device device) {
   MD_CHECK_VALUE(at::hasCUDA(), "make_generator: device ", device,
                  " requested but CUDA is not available in this process");
   const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
-  at::Generator gen = at::detail::getCUDAHooks().getDefaultCUDAGenerator(index).clone();
+  at::Generator gen = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, index)).clone();
   gen.set_current_seed(seed);
   return gen;
 }
