@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The second build: the library against PyPI's LibTorch 2.x with the CUDA kernels compiled and linked
+# (nvcc from /usr/local/cuda), then the test suite on the CPU (CUDA tests skip without a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+MD_TORCH_ROOT="$(./scripts/install-torch-pip.sh | tail -n 1)"
+export MD_TORCH_ROOT
+export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+jobs="${MD_JOBS:-$(nproc)}"
+echo "test-torch2: LibTorch at $MD_TORCH_ROOT"
+
+start=$(date +%s)
+cmake --preset torch2-cuda
+cmake --build --preset torch2-cuda -j "$jobs"
+built=$(date +%s)
+ctest --preset torch2-cuda -j "$jobs"
+done_at=$(date +%s)
+echo "test-torch2.sh: built in $((built - start)) s, tested in $((done_at - built)) s"
