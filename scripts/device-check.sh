@@ -45,7 +45,7 @@ log "build: $(( $(date +%s) - start )) s"
 
 status=0
 ./build/device/bin/md_tests --gtest_output="xml:$out/tests.xml" > "$out/tests.log" 2>&1 || status=1
-log "tests: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/tests.log" | tr '\n' ' ')"
+log "tests: $(grep -E '^\[  (PASSED|FAILED|SKIPPED)  \] [0-9]+ test' "$out/tests.log" | tr '\n' ' ')"
 grep -E '_CUDA' "$out/tests.log" | grep -E '^\[ +(OK|FAILED|SKIPPED) ' | tee -a "$results"
 if [[ -x build/device/bin/md_bench_ops ]]; then
   MD_BENCH_THREADS="${MD_BENCH_THREADS:-4}" ./build/device/bin/md_bench_ops --benchmark_min_time=0.2 \
