@@ -10,6 +10,8 @@ endif()
 find_package(Torch REQUIRED)
 find_package(Eigen3 3.3 REQUIRED NO_MODULE)
 find_package(fmt REQUIRED)
+# Header-only and used only inside the library's sources: consumers do not need it.
+find_package(nlohmann_json 3.2 REQUIRED)
 
 if(NOT Torch_VERSION)
   set(Torch_VERSION "unknown")

@@ -20,3 +20,4 @@
 #include <manifold_diffusion/core/version.h>
 #include <manifold_diffusion/ops/backend.h>
 #include <manifold_diffusion/ops/q_sample.h>
+#include <manifold_diffusion/schedules/noise_schedule.h>
