@@ -1,3 +1,5 @@
+#include "md_build_config.h"
+
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/core/device.h>
 #include <manifold_diffusion/core/version.h>

@@ -3,6 +3,8 @@
 // Private declarations of the native kernels behind mdiff::ops. Inputs arrive validated,
 // contiguous, on one device, with t as int64 and the tables as float64.
 
+#include "md_build_config.h"
+
 #include <ATen/core/Tensor.h>
 
 namespace manifold_diffusion {

@@ -1,3 +1,5 @@
+#include "md_build_config.h"
+
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/ops/q_sample.h>
 
