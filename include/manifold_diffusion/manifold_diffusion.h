@@ -21,3 +21,11 @@
 #include <manifold_diffusion/ops/backend.h>
 #include <manifold_diffusion/ops/q_sample.h>
 #include <manifold_diffusion/schedules/noise_schedule.h>
+#include <manifold_diffusion/models/denoiser.h>
+#include <manifold_diffusion/samplers/ddim.h>
+#include <manifold_diffusion/samplers/ddpm.h>
+#include <manifold_diffusion/samplers/dpm_solver.h>
+#include <manifold_diffusion/samplers/euler.h>
+#include <manifold_diffusion/samplers/predictor_corrector.h>
+#include <manifold_diffusion/samplers/sampler.h>
+#include <manifold_diffusion/samplers/unipc.h>

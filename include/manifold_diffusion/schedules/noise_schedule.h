@@ -84,6 +84,8 @@ struct ScheduleOptions {
   TORCH_ARG(bool, rescale_zero_terminal_snr) = false;
 
   /// JSON object with every field (`betas` only for Custom).
+
+ public:
   std::string to_json() const;
   /// Parses to_json()'s output; unknown keys and bad values are errors that name them.
   static ScheduleOptions from_json(const std::string& json);
