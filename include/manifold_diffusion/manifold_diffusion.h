@@ -29,3 +29,4 @@
 #include <manifold_diffusion/samplers/predictor_corrector.h>
 #include <manifold_diffusion/samplers/sampler.h>
 #include <manifold_diffusion/samplers/unipc.h>
+#include <manifold_diffusion/samplers/diffusers_config.h>
