@@ -192,6 +192,8 @@ at::Tensor MLPDenoiserImpl::forward(const at::Tensor& x, const at::Tensor& t, co
   MD_CHECK_TYPE(x.is_floating_point(), "MLPDenoiser: x: expected a floating dtype, got ", x.scalar_type());
   MD_CHECK_TYPE(x.scalar_type() == input_->weight.scalar_type(), "MLPDenoiser: x: dtype ", x.scalar_type(),
                 " does not match the parameters' ", input_->weight.scalar_type(), " (convert x or the module)");
+  MD_CHECK_VALUE(x.device() == input_->weight.device(), "MLPDenoiser: x is on ", x.device(), " but the parameters are on ",
+                 input_->weight.device());
   const int64_t batch = x.size(0);
 
   const at::Tensor tt = detail::batch_timesteps(t, batch, x.device(), "MLPDenoiser");

@@ -336,6 +336,8 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   MD_CHECK_TYPE(x.is_floating_point(), "UNet: x: expected a floating dtype, got ", x.scalar_type());
   MD_CHECK_TYPE(x.scalar_type() == input_conv_->weight.scalar_type(), "UNet: x: dtype ", x.scalar_type(),
                 " does not match the parameters' ", input_conv_->weight.scalar_type(), " (convert x or the module)");
+  MD_CHECK_VALUE(x.device() == input_conv_->weight.device(), "UNet: x is on ", x.device(), " but the parameters are on ",
+                 input_conv_->weight.device());
 
   const int64_t batch = x.size(0);
   const at::Tensor emb = embed(t, class_labels, batch, x);

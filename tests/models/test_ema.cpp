@@ -13,6 +13,9 @@
 
 namespace {
 
+// The fixture runs each test on one intra-op thread (see SmallNetworkTest).
+class EMA : public mdiff_test::SmallNetworkTest {};
+
 void set_all(torch::nn::Module& m, const std::vector<at::Tensor>& values) {
   at::NoGradGuard no_grad;
   auto params = m.parameters();
@@ -26,7 +29,7 @@ std::vector<at::Tensor> snapshot(const torch::nn::Module& m) {
   return out;
 }
 
-TEST(EMA, ClosedFormWithConstantWeights) {
+TEST_F(EMA, ClosedFormWithConstantWeights) {
   mdiff::manual_seed(20);
   torch::nn::Linear model(4, 3);
   const auto w0 = snapshot(*model);
@@ -51,7 +54,7 @@ TEST(EMA, ClosedFormWithConstantWeights) {
   EXPECT_TRUE(at::equal(model->weight, w[0]));
 }
 
-TEST(EMA, WarmupDecay) {
+TEST_F(EMA, WarmupDecay) {
   torch::nn::Linear model(2, 2);
   mdiff::EMA ema(*model, mdiff::EMAOptions().decay(0.999));
   EXPECT_DOUBLE_EQ(ema.decay_at(0), 0.1);
@@ -74,7 +77,7 @@ TEST(EMA, WarmupDecay) {
   EXPECT_TRUE(at::allclose(ema.shadow_parameters()[0].second, w[0] + 0.1 * (2.0 / 11.0) * (w0[0] - w[0]), 1e-6, 1e-6));
 }
 
-TEST(EMA, UpdateEvery) {
+TEST_F(EMA, UpdateEvery) {
   torch::nn::Linear model(2, 2);
   mdiff::EMA ema(*model, mdiff::EMAOptions().decay(0.5).warmup(false).update_every(3));
   const auto w0 = snapshot(*model);
@@ -85,7 +88,7 @@ TEST(EMA, UpdateEvery) {
   EXPECT_TRUE(at::allclose(ema.shadow_parameters()[0].second, w0[0] + 0.75));
 }
 
-TEST(EMA, BuffersAreCopied) {
+TEST_F(EMA, BuffersAreCopied) {
   mdiff::manual_seed(21);
   torch::nn::BatchNorm1d model(3);
   mdiff::EMA ema(*model, mdiff::EMAOptions().decay(0.9));
@@ -105,7 +108,7 @@ TEST(EMA, BuffersAreCopied) {
   EXPECT_EQ(other->num_batches_tracked.item<int64_t>(), 1);
 }
 
-TEST(EMA, StoreCopyRestoreRoundTrip) {
+TEST_F(EMA, StoreCopyRestoreRoundTrip) {
   mdiff::manual_seed(22);
   mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(2).hidden(16).num_blocks(1).zero_init_output(false));
   mdiff::EMA ema(*net, mdiff::EMAOptions().decay(0.5).warmup(false));
@@ -134,7 +137,7 @@ TEST(EMA, StoreCopyRestoreRoundTrip) {
   MD_EXPECT_ERROR(ema.restore(*net), "EMA::restore: no weights stored", "store()");
 }
 
-TEST(EMA, RejectsMismatchedModules) {
+TEST_F(EMA, RejectsMismatchedModules) {
   torch::nn::Linear model(4, 3);
   mdiff::EMA ema(*model);
   torch::nn::Linear wider(4, 5);
@@ -161,7 +164,7 @@ TEST(EMA, RejectsMismatchedModules) {
   MD_EXPECT_ERROR(mdiff::EMA(*model, mdiff::EMAOptions().update_every(0)), "update_every must be >= 1", "got 0");
 }
 
-TEST(EMA, NamedStateRoundTrip) {
+TEST_F(EMA, NamedStateRoundTrip) {
   mdiff::manual_seed(23);
   mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(2).hidden(16).num_blocks(2));
   mdiff::EMA ema(*net, mdiff::EMAOptions().decay(0.9));
@@ -200,6 +203,26 @@ TEST(EMA, NamedStateRoundTrip) {
   mdiff::NamedTensors twice = copied;
   twice.push_back(copied[0]);
   MD_EXPECT_ERROR(loaded.load_named_state(twice), "appears twice");
+}
+
+TEST_F(EMA, WorksOnCuda_CUDA) {
+  MD_SKIP_WITHOUT_CUDA();
+  mdiff::manual_seed(24);
+  torch::nn::Linear model(4, 3);
+  model->to(c10::Device(c10::kCUDA));
+  mdiff::EMA ema(*model, mdiff::EMAOptions().decay(0.5).warmup(false));
+  EXPECT_EQ(ema.shadow_parameters()[0].second.device().type(), c10::kCUDA);
+  const auto w0 = snapshot(*model);
+  set_all(*model, {w0[0] + 2, w0[1] + 2});
+  ema.update(*model);
+  ema.update(*model);
+  ema.store(*model);
+  ema.copy_to(*model);
+  EXPECT_TRUE(at::allclose(model->weight.cpu(), (w0[0] + 1.5).cpu()));  // 2 * (1 - 0.5^2)
+  ema.restore(*model);
+  EXPECT_TRUE(at::allclose(model->weight.cpu(), (w0[0] + 2).cpu()));
+  ema.to(c10::Device(c10::kCPU));
+  EXPECT_EQ(ema.shadow_parameters()[0].second.device().type(), c10::kCPU);
 }
 
 }  // namespace

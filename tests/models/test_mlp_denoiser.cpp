@@ -92,6 +92,25 @@ TEST_F(MLPDenoiser, OverfitsFixedBatch) {
   EXPECT_LT(last, 0.3 * first) << "initial loss " << first << ", final " << last;
 }
 
+TEST_F(MLPDenoiser, CudaMatchesCpu_CUDA) {
+  MD_SKIP_WITHOUT_CUDA();
+  mdiff::manual_seed(14);
+  mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(3).hidden(32).num_blocks(2).num_classes(2));
+  mdiff_test::perturb(*net);
+  net->to(at::kDouble);
+  auto gpu = std::dynamic_pointer_cast<mdiff::MLPDenoiserImpl>(net->clone(c10::Device(c10::kCUDA)));
+  ASSERT_TRUE(gpu);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({5, 3}, at::kDouble);
+  const at::Tensor t = at::arange(5, at::kLong) * 200;
+  const at::Tensor labels = at::tensor({0, 1, -1, 2, 0}, at::kLong);
+  const at::Tensor cpu = net(x, t, labels);
+  const at::Tensor cuda = gpu->forward(x.cuda(), t.cuda(), labels.cuda());
+  EXPECT_TRUE(at::allclose(cuda.cpu(), cpu, 1e-9, 1e-9)) << (cuda.cpu() - cpu).abs().max().item<double>();
+  MD_EXPECT_ERROR(gpu->forward(x.cuda(), t, at::tensor({0, 1, 2, 3, 0}, at::kLong).cuda()),
+                  "class_labels: expected values in [-1, 2]", "max 3");
+}
+
 TEST_F(MLPDenoiser, RejectsBadInputs) {
   mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(3).hidden(16).num_classes(2));
   const at::Tensor x = at::randn({4, 3});

@@ -226,6 +226,7 @@ TEST_F(UNet, RejectsBadInputs) {
   MD_EXPECT_ERROR(net(at::randn({2, 3, 28, 28}), t), "expected 1 channels", "got 3", "[2, 3, 28, 28]");
   MD_EXPECT_ERROR(net(x.to(at::kLong), t), "x: expected a floating dtype", "Long");
   MD_EXPECT_ERROR(net(x.to(at::kDouble), t), "x: dtype Double does not match the parameters' Float");
+  MD_EXPECT_ERROR(net(at::randn({0, 1, 28, 28}), at::zeros({0})), "expected a non-empty batch", "[0, 1, 28, 28]");
   MD_EXPECT_ERROR(net(x, at::tensor({1, 2, 3})), "UNet: t: expected shape [2]", "got shape [3]");
   MD_EXPECT_ERROR(net(x, at::zeros({2, 1})), "t: expected shape [2]", "[2, 1]");
   MD_EXPECT_ERROR(net(x, at::ones({2}, at::kBool)), "t: expected an integral or floating dtype", "Bool");
@@ -330,6 +331,32 @@ TEST_F(UNet, CloneIsAnIndependentCopy) {
   EXPECT_TRUE(at::equal(copy->forward(x, t), net(x, t)));
   for (auto& p : copy->parameters()) p.add_(1.0);
   EXPECT_FALSE(at::equal(copy->forward(x, t), net(x, t)));
+}
+
+TEST_F(UNet, CudaMatchesCpu_CUDA) {
+  MD_SKIP_WITHOUT_CUDA();
+  mdiff::manual_seed(9);
+  mdiff::UNet net(tiny()
+                      .image_size(32)
+                      .attention_resolutions({16})
+                      .resblock_updown(true)
+                      .num_classes(3)
+                      .time_embedding(mdiff::TimeEmbedding::Fourier)
+                      .fourier_scale(0.05)
+                      .learn_sigma(true));
+  mdiff_test::perturb(*net);
+  net->to(at::kDouble);  // float64: no TF32 on the GPU, so both devices agree to rounding
+  auto gpu = std::dynamic_pointer_cast<mdiff::UNetImpl>(net->clone(c10::Device(c10::kCUDA)));
+  ASSERT_TRUE(gpu);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = at::randn({3, 1, 32, 32}, at::kDouble);
+  const at::Tensor t = at::tensor({1.5, 500.0, 999.0}, at::kDouble);
+  const at::Tensor labels = at::tensor({0, 2, -1}, at::kLong);
+  const at::Tensor cpu = net(x, t, labels);
+  const at::Tensor cuda = gpu->forward(x.cuda(), t, labels.cuda());  // t stays on the CPU: forward moves it
+  EXPECT_EQ(cuda.device().type(), c10::kCUDA);
+  EXPECT_TRUE(at::allclose(cuda.cpu(), cpu, 1e-9, 1e-9)) << (cuda.cpu() - cpu).abs().max().item<double>();
+  MD_EXPECT_ERROR(gpu->forward(x, t), "x is on cpu but the parameters are on cuda");
 }
 
 TEST_F(UNet, DDPMCifar10ParameterCount) {
