@@ -18,6 +18,11 @@
 #include <manifold_diffusion/core/enum.h>
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/core/version.h>
+#include <manifold_diffusion/models/blocks.h>
+#include <manifold_diffusion/models/ema.h>
+#include <manifold_diffusion/models/embeddings.h>
+#include <manifold_diffusion/models/mlp_denoiser.h>
+#include <manifold_diffusion/models/unet.h>
 #include <manifold_diffusion/ops/backend.h>
 #include <manifold_diffusion/ops/q_sample.h>
 #include <manifold_diffusion/schedules/noise_schedule.h>
