@@ -6,8 +6,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace manifold_diffusion {
 namespace {
@@ -58,24 +66,38 @@ std::vector<double> make_betas(const ScheduleOptions& o) {
   return betas;
 }
 
+// Every beta finite and in (0, 1]; only the last may be 1 (alpha_bar reaches 0 there and nowhere before).
+void check_betas(const std::vector<double>& betas, const char* what) {
+  const auto T = static_cast<int64_t>(betas.size());
+  for (int64_t i = 0; i < T; ++i) {
+    const double b = betas[i];
+    MD_CHECK_VALUE(std::isfinite(b) && b > 0 && b <= 1, what, ": beta[", i, "] must be in (0, 1], got ", b);
+    MD_CHECK_VALUE(b < 1 || i == T - 1, what, ": only the last beta may be 1, beta[", i, "] = 1");
+  }
+}
+
 void validate(const ScheduleOptions& o) {
+  int64_t T = o.num_train_timesteps();
   if (o.kind() == BetaSchedule::Custom) {
     // num_train_timesteps follows the number of betas.
     MD_CHECK_VALUE(!o.betas().empty(), "ScheduleOptions: a custom schedule needs betas, got none");
-    return;
+    check_betas(o.betas(), "ScheduleOptions");
+    T = static_cast<int64_t>(o.betas().size());
+  } else {
+    MD_CHECK_VALUE(T >= 1 && T <= 1000000, "ScheduleOptions: num_train_timesteps must be in [1, 1000000], got ", T);
+    if (o.kind() == BetaSchedule::Cosine) {
+      check_positive(o.cosine_s(), "ScheduleOptions: cosine_s");
+      MD_CHECK_VALUE(o.max_beta() > 0 && o.max_beta() <= 1, "ScheduleOptions: max_beta must be in (0, 1], got ",
+                     o.max_beta());
+    } else {
+      MD_CHECK_VALUE(o.beta_start() > 0 && o.beta_start() < 1,
+                     "ScheduleOptions: beta_start must be in (0, 1), got ", o.beta_start());
+      MD_CHECK_VALUE(o.beta_end() > 0 && o.beta_end() < 1, "ScheduleOptions: beta_end must be in (0, 1), got ",
+                     o.beta_end());
+    }
   }
-  MD_CHECK_VALUE(o.num_train_timesteps() >= 1 && o.num_train_timesteps() <= 1000000,
-                 "ScheduleOptions: num_train_timesteps must be in [1, 1000000], got ", o.num_train_timesteps());
-  if (o.kind() == BetaSchedule::Cosine) {
-    check_positive(o.cosine_s(), "ScheduleOptions: cosine_s");
-    MD_CHECK_VALUE(o.max_beta() > 0 && o.max_beta() <= 1, "ScheduleOptions: max_beta must be in (0, 1], got ",
-                   o.max_beta());
-    return;
-  }
-  MD_CHECK_VALUE(o.beta_start() > 0 && o.beta_start() < 1, "ScheduleOptions: beta_start must be in (0, 1), got ",
-                 o.beta_start());
-  MD_CHECK_VALUE(o.beta_end() > 0 && o.beta_end() < 1, "ScheduleOptions: beta_end must be in (0, 1), got ",
-                 o.beta_end());
+  MD_CHECK_VALUE(!o.rescale_zero_terminal_snr() || T >= 2,
+                 "ScheduleOptions: zero-terminal-SNR rescaling needs at least 2 timesteps, got ", T);
 }
 
 std::vector<double> rescale_zero_terminal_snr(const std::vector<double>& betas) {
@@ -120,11 +142,7 @@ NoiseSchedule::NoiseSchedule(ScheduleOptions options) : options_(std::move(optio
 
 void NoiseSchedule::build(std::vector<double> betas) {
   const int64_t T = static_cast<int64_t>(betas.size());
-  for (int64_t i = 0; i < T; ++i) {
-    const double b = betas[i];
-    MD_CHECK_VALUE(std::isfinite(b) && b > 0 && b <= 1, "NoiseSchedule: beta[", i, "] must be in (0, 1], got ", b);
-    MD_CHECK_VALUE(b < 1 || i == T - 1, "NoiseSchedule: only the last beta may be 1, beta[", i, "] = 1");
-  }
+  check_betas(betas, "NoiseSchedule");
   alpha_bar_.resize(betas.size());
   double ab = 1;
   for (int64_t i = 0; i < T; ++i) {
@@ -231,11 +249,15 @@ double NoiseSchedule::timestep_from_ve_sigma(double sigma) const {
     const int64_t mid = (lo + hi) / 2;
     (ve_sigma(mid) <= sigma ? lo : hi) = mid;
   }
+  if (alpha_bar_[hi] == 0) {
+    // The last interval of a zero-terminal-SNR schedule, where alpha_bar_at interpolates alpha_bar
+    // itself: alpha_bar = (1 - w) alpha_bar[lo] and alpha_bar = 1 / (1 + sigma^2).
+    const double w = 1 - 1 / (1 + sigma * sigma) / alpha_bar_[lo];
+    return static_cast<double>(lo) + std::min(std::max(w, 0.0), 1.0);
+  }
+  // Elsewhere alpha_bar_at interpolates log-SNR = -2 log(ve_sigma) linearly.
   const double a = std::log(ve_sigma(lo));
   const double b = std::log(ve_sigma(hi));
-  if (!std::isfinite(b)) {
-    return static_cast<double>(lo);
-  }
   return static_cast<double>(lo) + (std::log(sigma) - a) / (b - a);
 }
 
@@ -247,23 +269,33 @@ std::vector<int64_t> NoiseSchedule::timesteps(int64_t n, TimestepSpacing spacing
   std::vector<int64_t> ts(static_cast<size_t>(n));
   switch (spacing) {
     case TimestepSpacing::Leading: {
+      // diffusers: (np.arange(0, n) * (T // n))[::-1] + steps_offset.
       const int64_t ratio = T / n;
-      MD_CHECK_VALUE((n - 1) * ratio + steps_offset < T, "steps_offset ", steps_offset, " pushes the first of ", n,
-                     " leading timesteps past T - 1 = ", T - 1);
+      MD_CHECK_VALUE(steps_offset <= T - 1 - (n - 1) * ratio, "steps_offset ", steps_offset, " pushes the first of ",
+                     n, " leading timesteps past T - 1 = ", T - 1);
       for (int64_t i = 0; i < n; ++i) ts[i] = (n - 1 - i) * ratio + steps_offset;
       break;
     }
     case TimestepSpacing::Trailing: {
-      const double ratio = static_cast<double>(T) / static_cast<double>(n);
+      // diffusers: np.round(np.arange(T, 0, -T / n)) - 1, evaluated the way numpy does it so that exact
+      // halves round alike: element i of an arange is start + i * delta, where delta is the difference
+      // of its first two elements. (Where numpy's arange makes an (n+1)-th element, -1, it is left out.)
+      const auto t_max = static_cast<double>(T);
+      const double delta = (t_max - t_max / static_cast<double>(n)) - t_max;
       for (int64_t i = 0; i < n; ++i) {
-        ts[i] = static_cast<int64_t>(round_half_even(static_cast<double>(T) - static_cast<double>(i) * ratio)) - 1;
+        ts[i] = static_cast<int64_t>(round_half_even(t_max + static_cast<double>(i) * delta)) - 1;
       }
       break;
     }
     case TimestepSpacing::Linspace: {
-      for (int64_t i = 0; i < n; ++i) {
-        const double u = n == 1 ? 0.0 : static_cast<double>(i) / static_cast<double>(n - 1);
-        ts[i] = static_cast<int64_t>(round_half_even(static_cast<double>(T - 1) * (1 - u)));
+      // diffusers: np.linspace(0, T - 1, n).round()[::-1]. numpy computes element j as j * step and sets
+      // the last one to T - 1 exactly. A single step is T - 1 (np.linspace would give 0: no noise).
+      ts[0] = T - 1;
+      if (n > 1) {
+        const double step = static_cast<double>(T - 1) / static_cast<double>(n - 1);
+        for (int64_t i = 1; i < n; ++i) {
+          ts[i] = static_cast<int64_t>(round_half_even(static_cast<double>(n - 1 - i) * step));
+        }
       }
       break;
     }
@@ -286,8 +318,13 @@ std::vector<double> NoiseSchedule::karras_sigmas(int64_t n, double sigma_min, do
   MD_CHECK_VALUE(n >= 1, "karras_sigmas: n must be >= 1, got ", n);
   MD_CHECK_VALUE(std::isfinite(sigma_min) && sigma_min > 0, "karras_sigmas: sigma_min must be positive, got ",
                  sigma_min);
-  MD_CHECK_VALUE(std::isfinite(sigma_max) && sigma_max >= sigma_min,
-                 "karras_sigmas: sigma_max must be finite and >= sigma_min (", sigma_min, "), got ", sigma_max);
+  if (n == 1) {
+    MD_CHECK_VALUE(std::isfinite(sigma_max) && sigma_max >= sigma_min,
+                   "karras_sigmas: sigma_max must be finite and >= sigma_min (", sigma_min, "), got ", sigma_max);
+  } else {
+    MD_CHECK_VALUE(std::isfinite(sigma_max) && sigma_max > sigma_min, "karras_sigmas: sigma_max must be finite and > ",
+                   "sigma_min (", sigma_min, ") for ", n, " levels, got ", sigma_max);
+  }
   check_positive(rho, "karras_sigmas: rho");
   const double a = std::pow(sigma_max, 1 / rho);
   const double b = std::pow(sigma_min, 1 / rho);
@@ -295,6 +332,11 @@ std::vector<double> NoiseSchedule::karras_sigmas(int64_t n, double sigma_min, do
   for (int64_t i = 0; i < n; ++i) {
     const double u = n == 1 ? 0.0 : static_cast<double>(i) / static_cast<double>(n - 1);
     out[i] = std::pow(a + u * (b - a), rho);
+  }
+  // The ends exactly: a sampler starts at the schedule's sigma_max and stops at its sigma_min.
+  out.front() = sigma_max;
+  if (n > 1) {
+    out.back() = sigma_min;
   }
   return out;
 }
@@ -334,14 +376,51 @@ nlohmann::json parse_json_object(const std::string& text, const char* what) {
   return j;
 }
 
-template <typename T>
-T json_get(const nlohmann::json& j, const char* key, const char* what) {
-  try {
-    return j.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    MD_CHECK_VALUE(false, what, ": bad value for '", key, "': ", j.at(key).dump(), " (", e.what(), ")");
+// The value of `key`, which must have the JSON type the option needs (no silent conversions: a
+// boolean is not a number and 1000.5 is not an integer).
+std::string json_type_error(const nlohmann::json& v, const char* key, const char* expected, const char* what) {
+  return fmt::format("{}: '{}' must be {}, got {} ({})", what, key, expected, v.dump(), v.type_name());
+}
+
+int64_t json_int(const nlohmann::json& j, const char* key, const char* what) {
+  const nlohmann::json& v = j.at(key);
+  const bool ok = v.is_number_integer() &&
+                  !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
+  MD_CHECK_VALUE(ok, json_type_error(v, key, "an integer", what));
+  return v.get<int64_t>();
+}
+
+double json_double(const nlohmann::json& j, const char* key, const char* what) {
+  const nlohmann::json& v = j.at(key);
+  MD_CHECK_VALUE(v.is_number(), json_type_error(v, key, "a number", what));
+  return v.get<double>();
+}
+
+bool json_bool(const nlohmann::json& j, const char* key, const char* what) {
+  const nlohmann::json& v = j.at(key);
+  MD_CHECK_VALUE(v.is_boolean(), json_type_error(v, key, "a boolean", what));
+  return v.get<bool>();
+}
+
+std::vector<double> json_doubles(const nlohmann::json& j, const char* key, const char* what) {
+  const nlohmann::json& v = j.at(key);
+  const bool ok = v.is_array() && std::all_of(v.begin(), v.end(), [](const nlohmann::json& e) { return e.is_number(); });
+  MD_CHECK_VALUE(ok, json_type_error(v, key, "an array of numbers", what));
+  return v.get<std::vector<double>>();
+}
+
+BetaSchedule json_kind(const nlohmann::json& j, const char* key, const char* what) {
+  const nlohmann::json& v = j.at(key);
+  MD_CHECK_VALUE(v.is_string(), json_type_error(v, key, "a string", what));
+  const std::string name = v.get<std::string>();
+  const std::optional<BetaSchedule> kind = try_enum_from_string<BetaSchedule>(name);
+  if (!kind) {
+    std::vector<std::string> names;
+    for (const auto& entry : EnumTraits<BetaSchedule>::entries) names.emplace_back(entry.name);
+    MD_CHECK_VALUE(false, what, ": unknown BetaSchedule '", name, "' for '", key,
+                   "'; expected one of: ", fmt::format("{}", fmt::join(names, ", ")));
   }
-  return T{};
+  return *kind;
 }
 }  // namespace
 
@@ -352,21 +431,21 @@ ScheduleOptions ScheduleOptions::from_json(const std::string& text) {
   for (const auto& item : j.items()) {
     const std::string& k = item.key();
     if (k == "kind") {
-      o.kind(enum_from_string<BetaSchedule>(json_get<std::string>(j, "kind", what)));
+      o.kind(json_kind(j, "kind", what));
     } else if (k == "num_train_timesteps") {
-      o.num_train_timesteps(json_get<int64_t>(j, "num_train_timesteps", what));
+      o.num_train_timesteps(json_int(j, "num_train_timesteps", what));
     } else if (k == "beta_start") {
-      o.beta_start(json_get<double>(j, "beta_start", what));
+      o.beta_start(json_double(j, "beta_start", what));
     } else if (k == "beta_end") {
-      o.beta_end(json_get<double>(j, "beta_end", what));
+      o.beta_end(json_double(j, "beta_end", what));
     } else if (k == "cosine_s") {
-      o.cosine_s(json_get<double>(j, "cosine_s", what));
+      o.cosine_s(json_double(j, "cosine_s", what));
     } else if (k == "max_beta") {
-      o.max_beta(json_get<double>(j, "max_beta", what));
+      o.max_beta(json_double(j, "max_beta", what));
     } else if (k == "betas") {
-      o.betas(json_get<std::vector<double>>(j, "betas", what));
+      o.betas(json_doubles(j, "betas", what));
     } else if (k == "rescale_zero_terminal_snr") {
-      o.rescale_zero_terminal_snr(json_get<bool>(j, "rescale_zero_terminal_snr", what));
+      o.rescale_zero_terminal_snr(json_bool(j, "rescale_zero_terminal_snr", what));
     } else {
       MD_CHECK_VALUE(false, what, ": unknown key '", k, "'");
     }
@@ -379,16 +458,16 @@ ScheduleOptions ScheduleOptions::from_diffusers_config(const std::string& text) 
   const char* what = "ScheduleOptions::from_diffusers_config";
   const nlohmann::json j = parse_json_object(text, what);
   ScheduleOptions o;
-  if (j.contains("num_train_timesteps")) o.num_train_timesteps(json_get<int64_t>(j, "num_train_timesteps", what));
-  if (j.contains("beta_start")) o.beta_start(json_get<double>(j, "beta_start", what));
-  if (j.contains("beta_end")) o.beta_end(json_get<double>(j, "beta_end", what));
-  if (j.contains("beta_schedule")) o.kind(enum_from_string<BetaSchedule>(json_get<std::string>(j, "beta_schedule", what)));
+  if (j.contains("num_train_timesteps")) o.num_train_timesteps(json_int(j, "num_train_timesteps", what));
+  if (j.contains("beta_start")) o.beta_start(json_double(j, "beta_start", what));
+  if (j.contains("beta_end")) o.beta_end(json_double(j, "beta_end", what));
+  if (j.contains("beta_schedule")) o.kind(json_kind(j, "beta_schedule", what));
   if (j.contains("trained_betas") && !j.at("trained_betas").is_null()) {
-    o.kind(BetaSchedule::Custom).betas(json_get<std::vector<double>>(j, "trained_betas", what));
+    o.kind(BetaSchedule::Custom).betas(json_doubles(j, "trained_betas", what));
     o.num_train_timesteps(static_cast<int64_t>(o.betas().size()));
   }
   if (j.contains("rescale_betas_zero_snr")) {
-    o.rescale_zero_terminal_snr(json_get<bool>(j, "rescale_betas_zero_snr", what));
+    o.rescale_zero_terminal_snr(json_bool(j, "rescale_betas_zero_snr", what));
   }
   validate(o);
   return o;

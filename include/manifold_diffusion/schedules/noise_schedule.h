@@ -19,16 +19,17 @@ namespace manifold_diffusion {
 enum class BetaSchedule {
   Linear,        ///< beta linear from beta_start to beta_end (DDPM).
   ScaledLinear,  ///< sqrt(beta) linear from sqrt(beta_start) to sqrt(beta_end) (Stable Diffusion).
-  Cosine,        ///< alpha_bar(t) = cos^2((t/T + s) / (1 + s) * pi/2), betas capped at max_beta (Nichol & Dhariwal).
+  Cosine,        ///< alpha_bar_t = f(t + 1) / f(0), f(u) = cos^2((u/T + s) / (1 + s) * pi/2), betas capped at max_beta (Nichol & Dhariwal).
   Sigmoid,       ///< beta = beta_start + (beta_end - beta_start) * sigmoid(linspace(-6, 6, T)).
   Custom,        ///< betas given by the user.
 };
 
-/// How inference timesteps are picked from the training timesteps (diffusers' names).
+/// How inference timesteps are picked from the training timesteps (diffusers' names and values;
+/// rounding is half to even, evaluated as numpy evaluates diffusers' expressions).
 enum class TimestepSpacing {
   Leading,   ///< t_i = (n - 1 - i) * floor(T / n) + steps_offset.
   Trailing,  ///< t_i = round(T - i * T / n) - 1: always starts at T - 1.
-  Linspace,  ///< t_i = round((T - 1) * (1 - i / (n - 1))): from T - 1 down to 0; a single step uses T - 1.
+  Linspace,  ///< t_i = round((n - 1 - i) * (T - 1) / (n - 1)): from T - 1 down to 0; a single step uses T - 1.
 };
 
 template <>
@@ -65,6 +66,14 @@ struct EnumTraits<TimestepSpacing> {
 struct ScheduleOptions {
   /* implicit */ ScheduleOptions(BetaSchedule kind = BetaSchedule::Linear) : kind_(kind) {}
 
+  /// JSON object with every field (`betas` only for Custom).
+  std::string to_json() const;
+  /// Parses to_json()'s output; unknown keys and bad values are errors that name them.
+  static ScheduleOptions from_json(const std::string& json);
+  /// Reads the schedule part of a diffusers `scheduler_config.json` (num_train_timesteps,
+  /// beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr); other keys are ignored.
+  static ScheduleOptions from_diffusers_config(const std::string& json);
+
   /// Beta construction.
   TORCH_ARG(BetaSchedule, kind);
   /// Number of training timesteps T.
@@ -82,16 +91,6 @@ struct ScheduleOptions {
   /// Rescale to zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
   /// Steps are Flawed"); the last alpha_bar becomes exactly 0.
   TORCH_ARG(bool, rescale_zero_terminal_snr) = false;
-
-  /// JSON object with every field (`betas` only for Custom).
-
- public:
-  std::string to_json() const;
-  /// Parses to_json()'s output; unknown keys and bad values are errors that name them.
-  static ScheduleOptions from_json(const std::string& json);
-  /// Reads the schedule part of a diffusers `scheduler_config.json` (num_train_timesteps,
-  /// beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr); other keys are ignored.
-  static ScheduleOptions from_diffusers_config(const std::string& json);
 };
 
 /// A noise schedule of the variance-preserving process x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps,
@@ -149,17 +148,21 @@ class NoiseSchedule {
   double alpha_bar_at(double t) const;
   /// The continuous-time VP view: alpha_bar(u) for u in [0, 1], u = t / (T - 1).
   double vp_alpha_bar(double u) const { return alpha_bar_at(u * static_cast<double>(num_train_timesteps() - 1)); }
-  /// The fractional timestep whose ve_sigma is `sigma` (log-sigma interpolation, clamped to [0, T - 1]).
+  /// The fractional timestep whose ve_sigma is `sigma`, clamped to [0, T - 1]: the inverse of the
+  /// ve_sigma of alpha_bar_at (log-sigma interpolation; on the last interval of a zero-terminal-SNR
+  /// schedule, the inverse of its alpha_bar interpolation).
   double timestep_from_ve_sigma(double sigma) const;
 
-  /// `n` inference timesteps, strictly decreasing, in [0, T). `steps_offset` shifts Leading spacing
-  /// (diffusers' steps_offset); it must keep every timestep below T.
+  /// `n` inference timesteps (1 <= n <= T), strictly decreasing, in [0, T). `steps_offset` shifts
+  /// Leading spacing (diffusers' steps_offset; the other spacings ignore it, as diffusers does); it
+  /// must keep every timestep below T.
   std::vector<int64_t> timesteps(int64_t n, TimestepSpacing spacing, int64_t steps_offset = 0) const;
   /// Validates user-supplied timesteps: non-empty, strictly decreasing, in [0, T).
   void check_timesteps(const std::vector<int64_t>& timesteps) const;
 
   /// Karras et al. (2022) noise levels: n values from sigma_max down to sigma_min with
-  /// (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho. No trailing zero.
+  /// (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho; the first is sigma_max and
+  /// the last sigma_min exactly, and for n >= 2 sigma_max must exceed sigma_min. No trailing zero.
   static std::vector<double> karras_sigmas(int64_t n, double sigma_min, double sigma_max, double rho = 7.0);
 
   /// Forward noising with this schedule's tables (mdiff::ops::q_sample); the tables are moved to
