@@ -1,17 +1,15 @@
 // mdiff-demo: a small end-to-end diffusion run on a known manifold.
 //
-// Trains a denoising diffusion model (eps-prediction, linear betas) with a residual MLP on the
-// "two moons" curve in R^2, samples it with ancestral DDPM steps using per-sample generators, and
+// Trains a denoising diffusion model (MLPDenoiser, eps-prediction, linear betas, EMA) on the
+// "two moons" curve in R^2, samples it with the chosen sampler using per-sample generators, and
 // measures how far the samples are from the true curve (the exact distance to the two arcs).
 // Writes samples.csv and samples.svg into --out and prints a JSON summary line.
 //
-//   mdiff-demo --out out/demo --train-steps 3000 --samples 2000 --threads 2
+//   mdiff-demo --out out/demo --train-steps 3000 --samples 2000 --sampler dpmpp_2m --steps 25 --threads 2
 
 #include <manifold_diffusion/manifold_diffusion.h>
 
 #include <ATen/ATen.h>
-#include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/optim/adam.h>
 
 #include <CLI/CLI.hpp>
@@ -54,34 +52,18 @@ at::Tensor distance_to_moons(const at::Tensor& pts) {
   return at::minimum(arc_distance(0.0, 0.0, true), arc_distance(1.0, 0.5, false));
 }
 
-at::Tensor timestep_embedding(const at::Tensor& t, int64_t total_steps, int64_t dim) {
-  const int64_t half = dim / 2;
-  const at::Tensor freqs = at::exp(-std::log(10000.0) * at::arange(half, at::kFloat) / half);
-  const at::Tensor args = (t.to(at::kFloat) * (1000.0 / total_steps)).unsqueeze(1) * freqs.unsqueeze(0);
-  return at::cat({at::sin(args), at::cos(args)}, 1);
+std::unique_ptr<mdiff::Sampler> make_sampler(const std::string& name, int64_t steps) {
+  if (name == "ddpm") return std::make_unique<mdiff::DDPMSampler>(mdiff::DDPMOptions(steps));
+  if (name == "ddim") return std::make_unique<mdiff::DDIMSampler>(mdiff::DDIMOptions(steps));
+  if (name == "dpmpp_2m") return std::make_unique<mdiff::DPMSolverSampler>(mdiff::DPMSolverOptions(steps));
+  if (name == "unipc") return std::make_unique<mdiff::UniPCSampler>(mdiff::UniPCOptions(steps));
+  if (name == "euler") return std::make_unique<mdiff::EulerSampler>(mdiff::SigmaSamplerOptions(steps));
+  if (name == "heun") return std::make_unique<mdiff::HeunSampler>(mdiff::SigmaSamplerOptions(steps));
+  if (name == "euler_ancestral") return std::make_unique<mdiff::EulerAncestralSampler>(mdiff::SigmaSamplerOptions(steps));
+  if (name == "pc") return std::make_unique<mdiff::PCSampler>(mdiff::PCOptions(steps));
+  MD_CHECK_VALUE(false, "unknown sampler '", name, "'");
+  return nullptr;
 }
-
-struct DemoNetImpl : torch::nn::Module {
-  explicit DemoNetImpl(int64_t hidden, int64_t emb_dim, int64_t total_steps)
-      : emb_dim(emb_dim), total_steps(total_steps) {
-    in = register_module("in", torch::nn::Linear(2 + emb_dim, hidden));
-    h1 = register_module("h1", torch::nn::Linear(hidden, hidden));
-    h2 = register_module("h2", torch::nn::Linear(hidden, hidden));
-    h3 = register_module("h3", torch::nn::Linear(hidden, hidden));
-    out = register_module("out", torch::nn::Linear(hidden, 2));
-  }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t) {
-    at::Tensor h = at::silu(in->forward(at::cat({x, timestep_embedding(t, total_steps, emb_dim)}, 1)));
-    h = h + at::silu(h1->forward(h));
-    h = h + at::silu(h2->forward(h));
-    h = h + at::silu(h3->forward(h));
-    return out->forward(h);
-  }
-  int64_t emb_dim;
-  int64_t total_steps;
-  torch::nn::Linear in{nullptr}, h1{nullptr}, h2{nullptr}, h3{nullptr}, out{nullptr};
-};
-TORCH_MODULE(DemoNet);
 
 void write_svg(const std::string& path, const at::Tensor& data, const at::Tensor& samples) {
   std::ofstream f(path);
@@ -116,6 +98,8 @@ int main(int argc, char** argv) {
   int64_t n_data = 4000;
   int64_t diffusion_steps = 200;
   int64_t batch = 256;
+  std::string sampler_name = "ddpm";
+  int64_t sample_steps = 200;
   double lr = 2e-3;
   uint64_t seed = 0;
   int threads = 2;
@@ -128,6 +112,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(2, 100000));
   app.add_option("--batch", batch, "batch size")->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_option("--lr", lr, "Adam learning rate")->capture_default_str()->check(CLI::Range(1e-8, 1.0));
+  app.add_option("--sampler", sampler_name, "sampler")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ddpm", "ddim", "dpmpp_2m", "unipc", "euler", "heun", "euler_ancestral", "pc"}));
+  app.add_option("--steps", sample_steps, "sampling steps (<= diffusion steps)")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads (0 = all)")->capture_default_str()->check(CLI::Range(0, 1024));
   CLI11_PARSE(app, argc, argv);
@@ -141,15 +129,18 @@ int main(int argc, char** argv) {
     at::Generator data_gen = mdiff::make_generator(mdiff::mix_seed(seed));
     const at::Tensor data = two_moons(n_data, 0.02, data_gen);
 
-    // Linear betas of the DDPM papers, scaled by 1000 / T (float64 tables).
+    MD_CHECK_VALUE(sample_steps <= diffusion_steps, "--steps (", sample_steps, ") must be <= --diffusion-steps (",
+                   diffusion_steps, ")");
+    // Linear betas of the DDPM papers, scaled by 1000 / T.
     const double scale = 1000.0 / static_cast<double>(diffusion_steps);
-    const at::Tensor betas = at::linspace(scale * 1e-4, std::min(0.999, scale * 0.02), diffusion_steps, at::kDouble);
-    const at::Tensor alphas = 1 - betas;
-    const at::Tensor alpha_bar = at::cumprod(alphas, 0);
-    const at::Tensor signal = alpha_bar.sqrt();
-    const at::Tensor noise_scale = (1 - alpha_bar).sqrt();
+    const mdiff::NoiseSchedule schedule =
+        mdiff::NoiseSchedule::linear(diffusion_steps, scale * 1e-4, std::min(0.999, scale * 0.02));
 
-    DemoNet net(128, 32, diffusion_steps);
+    mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(2).hidden(128).num_blocks(3).time_embed_dim(32));
+    const mdiff::Denoiser denoiser(
+        [net](const at::Tensor& x, const at::Tensor& t, const at::Tensor& c) mutable { return net->forward(x, t, c); },
+        schedule, mdiff::DenoiserOptions(mdiff::PredictionType::Epsilon));
+    mdiff::EMA ema(*net, mdiff::EMAOptions().decay(0.995));
     torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(lr));
     at::Generator train_gen = mdiff::make_generator(mdiff::mix_seed(seed + 1));
     const auto t0 = std::chrono::steady_clock::now();
@@ -157,13 +148,13 @@ int main(int argc, char** argv) {
     for (int64_t step = 1; step <= train_steps; ++step) {
       const at::Tensor idx = at::randint(0, n_data, {batch}, train_gen, at::kLong);
       const at::Tensor x0 = data.index_select(0, idx);
-      const at::Tensor t = at::randint(0, diffusion_steps, {batch}, train_gen, at::kLong);
+      const at::Tensor t = denoiser.sample_timesteps(batch, train_gen);
       const at::Tensor noise = at::randn({batch, 2}, train_gen, at::kFloat);
-      const at::Tensor x_t = mdiff::ops::q_sample(x0, noise, t, signal, noise_scale);
-      const at::Tensor loss = at::mse_loss(net->forward(x_t, t), noise);
+      const at::Tensor loss = denoiser.training_loss(x0, t, noise);
       opt.zero_grad();
       loss.backward();
       opt.step();
+      ema.update(*net);
       const double l = loss.item<double>();
       MD_CHECK(std::isfinite(l), "training diverged: loss ", l, " at step ", step);
       ema_loss = step == 1 ? l : 0.98 * ema_loss + 0.02 * l;
@@ -173,28 +164,14 @@ int main(int argc, char** argv) {
     }
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    // Ancestral DDPM sampling; every sample draws from its own generator (batch-invariant).
-    torch::NoGradGuard no_grad;
+    // Sampling with the averaged weights; every sample draws from its own generator (batch-invariant).
     net->eval();
+    ema.copy_to(*net);
+    const auto sampler = make_sampler(sampler_name, sample_steps);
     auto gens = mdiff::make_sample_generators(seed, 0, n_samples);
-    at::Tensor x = mdiff::randn_per_sample({n_samples, 2}, gens);
-    const at::Tensor x_T = x.clone();
+    const at::Tensor x_T = mdiff::randn_per_sample({n_samples, 2}, gens);
     const auto t1 = std::chrono::steady_clock::now();
-    for (int64_t i = diffusion_steps - 1; i >= 0; --i) {
-      const at::Tensor t = at::full({n_samples}, i, at::kLong);
-      const at::Tensor eps = net->forward(x, t);
-      const double ab = alpha_bar[i].item<double>();
-      const double ab_prev = i > 0 ? alpha_bar[i - 1].item<double>() : 1.0;
-      const double beta = betas[i].item<double>();
-      const at::Tensor x0_hat = ((x - std::sqrt(1 - ab) * eps) / std::sqrt(ab)).clamp(-3, 3);
-      const double c1 = beta * std::sqrt(ab_prev) / (1 - ab);
-      const double c2 = (1 - ab_prev) * std::sqrt(1 - beta) / (1 - ab);
-      x = c1 * x0_hat + c2 * x;
-      if (i > 0) {
-        const double var = beta * (1 - ab_prev) / (1 - ab);
-        x = x + std::sqrt(var) * mdiff::randn_per_sample({n_samples, 2}, gens);
-      }
-    }
+    const at::Tensor x = sampler->sample(denoiser, x_T, gens);
     const double sample_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
 
     const at::Tensor d_samples = distance_to_moons(x);
@@ -215,14 +192,16 @@ int main(int argc, char** argv) {
     }
     write_svg(out_dir + "/samples.svg", data.slice(0, 0, std::min<int64_t>(n_data, 2000)), x);
 
-    fmt::print("trained {} steps in {:.1f} s, sampled {} points x {} steps in {:.2f} s ({} threads)\n", train_steps,
-               train_s, n_samples, diffusion_steps, sample_s, threads);
+    fmt::print("trained {} steps in {:.1f} s, sampled {} points with {} x {} steps in {:.2f} s ({} threads)\n",
+               train_steps, train_s, n_samples, sampler->name(), sample_steps, sample_s, threads);
     fmt::print("mean distance to the two-moons curve: samples {:.4f}, initial noise {:.4f}; within 0.1: {:.1f}%\n",
                mean_d, mean_d_noise, 100 * near);
     fmt::print(R"({{"train_steps": {}, "final_loss": {:.5f}, "mean_distance": {:.5f}, "noise_mean_distance": {:.5f}, )"
-               R"("fraction_within_0.1": {:.4f}, "train_seconds": {:.2f}, "sample_seconds": {:.2f}, "threads": {}}})"
+               R"("fraction_within_0.1": {:.4f}, "sampler": "{}", "sample_steps": {}, "train_seconds": {:.2f}, )"
+               R"("sample_seconds": {:.2f}, "threads": {}}})"
                "\n",
-               train_steps, ema_loss, mean_d, mean_d_noise, near, train_s, sample_s, threads);
+               train_steps, ema_loss, mean_d, mean_d_noise, near, sampler->name(), sample_steps, train_s, sample_s,
+               threads);
     fmt::print("outputs: {0}/samples.csv, {0}/samples.svg\n", std::filesystem::absolute(out_dir).string());
   } catch (const std::exception& e) {
     fmt::print(stderr, "mdiff-demo: error: {}\n", e.what());
