@@ -19,7 +19,9 @@ namespace manifold_diffusion {
 enum class BetaSchedule {
   Linear,        ///< beta linear from beta_start to beta_end (DDPM).
   ScaledLinear,  ///< sqrt(beta) linear from sqrt(beta_start) to sqrt(beta_end) (Stable Diffusion).
-  Cosine,        ///< alpha_bar_t = f(t + 1) / f(0), f(u) = cos^2((u/T + s) / (1 + s) * pi/2), betas capped at max_beta (Nichol & Dhariwal).
+  /// alpha_bar_t = f(t + 1) / f(0) with f(u) = cos^2((u/T + s) / (1 + s) * pi/2), each beta capped at
+  /// max_beta (Nichol & Dhariwal 2021).
+  Cosine,
   Sigmoid,       ///< beta = beta_start + (beta_end - beta_start) * sigmoid(linspace(-6, 6, T)).
   Custom,        ///< betas given by the user.
 };
