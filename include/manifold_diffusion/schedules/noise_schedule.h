@@ -103,6 +103,12 @@ struct ScheduleOptions {
 /// (noise scale), snr(t) = alpha_bar / (1 - alpha_bar), and the variance-exploding noise level
 /// ve_sigma(t) = sigma(t) / alpha(t) used by Euler/Heun/Karras samplers.
 ///
+/// References: Ho et al. (2020), "Denoising Diffusion Probabilistic Models" (linear betas); Nichol &
+/// Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models" (cosine); Lin et al. (2023),
+/// "Common Diffusion Noise Schedules and Sample Steps are Flawed" (zero terminal SNR, trailing
+/// spacing); Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative
+/// Models" (karras_sigmas). Guide: docs/schedules.md.
+///
 /// Example:
 /// \code
 ///   auto s = mdiff::NoiseSchedule::cosine(1000);
