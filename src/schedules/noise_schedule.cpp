@@ -372,8 +372,8 @@ nlohmann::json parse_json_object(const std::string& text, const char* what) {
   return j;
 }
 
-// The value of `key`, which must have the JSON type the option needs (no silent conversions: a
-// boolean is not a number and 1000.5 is not an integer).
+// Typed reads of one key. The JSON type must be the option's own, with no silent conversions: a
+// boolean is not a number and 1000.5 is not an integer.
 std::string json_type_error(const nlohmann::json& v, const char* key, const char* expected, const char* what) {
   return fmt::format("{}: '{}' must be {}, got {} ({})", what, key, expected, v.dump(), v.type_name());
 }
