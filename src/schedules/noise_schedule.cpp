@@ -23,9 +23,7 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 
 // numpy's round: half to even (the default floating-point rounding mode).
-double round_half_even(double x) {
-  return std::nearbyint(x);
-}
+double round_half_even(double x) { return std::nearbyint(x); }
 
 std::vector<double> make_betas(const ScheduleOptions& o) {
   const int64_t T = o.num_train_timesteps();
@@ -90,8 +88,8 @@ void validate(const ScheduleOptions& o) {
       MD_CHECK_VALUE(o.max_beta() > 0 && o.max_beta() <= 1, "ScheduleOptions: max_beta must be in (0, 1], got ",
                      o.max_beta());
     } else {
-      MD_CHECK_VALUE(o.beta_start() > 0 && o.beta_start() < 1,
-                     "ScheduleOptions: beta_start must be in (0, 1), got ", o.beta_start());
+      MD_CHECK_VALUE(o.beta_start() > 0 && o.beta_start() < 1, "ScheduleOptions: beta_start must be in (0, 1), got ",
+                     o.beta_start());
       MD_CHECK_VALUE(o.beta_end() > 0 && o.beta_end() < 1, "ScheduleOptions: beta_end must be in (0, 1), got ",
                      o.beta_end());
     }
@@ -158,7 +156,8 @@ void NoiseSchedule::build(std::vector<double> betas) {
 }
 
 NoiseSchedule NoiseSchedule::linear(int64_t T, double beta_start, double beta_end) {
-  return NoiseSchedule(ScheduleOptions(BetaSchedule::Linear).num_train_timesteps(T).beta_start(beta_start).beta_end(beta_end));
+  return NoiseSchedule(
+      ScheduleOptions(BetaSchedule::Linear).num_train_timesteps(T).beta_start(beta_start).beta_end(beta_end));
 }
 
 NoiseSchedule NoiseSchedule::scaled_linear(int64_t T, double beta_start, double beta_end) {
@@ -171,7 +170,8 @@ NoiseSchedule NoiseSchedule::cosine(int64_t T, double s, double max_beta) {
 }
 
 NoiseSchedule NoiseSchedule::sigmoid(int64_t T, double beta_start, double beta_end) {
-  return NoiseSchedule(ScheduleOptions(BetaSchedule::Sigmoid).num_train_timesteps(T).beta_start(beta_start).beta_end(beta_end));
+  return NoiseSchedule(
+      ScheduleOptions(BetaSchedule::Sigmoid).num_train_timesteps(T).beta_start(beta_start).beta_end(beta_end));
 }
 
 NoiseSchedule NoiseSchedule::from_betas(std::vector<double> betas) {
@@ -185,7 +185,7 @@ NoiseSchedule NoiseSchedule::rescaled_zero_terminal_snr() const {
   return NoiseSchedule(o);
 }
 
-#define MD_CHECK_T(t)                                                                                  \
+#define MD_CHECK_T(t)                                                                                        \
   MD_CHECK_INDEX((t) >= 0 && (t) < num_train_timesteps(), "timestep must be in [0, ", num_train_timesteps(), \
                  "), got ", (t))
 
@@ -197,12 +197,8 @@ double NoiseSchedule::alpha_bar(int64_t t) const {
   MD_CHECK_T(t);
   return alpha_bar_[t];
 }
-double NoiseSchedule::alpha(int64_t t) const {
-  return std::sqrt(alpha_bar(t));
-}
-double NoiseSchedule::sigma(int64_t t) const {
-  return std::sqrt(1 - alpha_bar(t));
-}
+double NoiseSchedule::alpha(int64_t t) const { return std::sqrt(alpha_bar(t)); }
+double NoiseSchedule::sigma(int64_t t) const { return std::sqrt(1 - alpha_bar(t)); }
 double NoiseSchedule::snr(int64_t t) const {
   const double ab = alpha_bar(t);
   return ab / (1 - ab);
@@ -271,8 +267,8 @@ std::vector<int64_t> NoiseSchedule::timesteps(int64_t n, TimestepSpacing spacing
     case TimestepSpacing::Leading: {
       // diffusers: (np.arange(0, n) * (T // n))[::-1] + steps_offset.
       const int64_t ratio = T / n;
-      MD_CHECK_VALUE(steps_offset <= T - 1 - (n - 1) * ratio, "steps_offset ", steps_offset, " pushes the first of ",
-                     n, " leading timesteps past T - 1 = ", T - 1);
+      MD_CHECK_VALUE(steps_offset <= T - 1 - (n - 1) * ratio, "steps_offset ", steps_offset, " pushes the first of ", n,
+                     " leading timesteps past T - 1 = ", T - 1);
       for (int64_t i = 0; i < n; ++i) ts[i] = (n - 1 - i) * ratio + steps_offset;
       break;
     }
@@ -307,8 +303,8 @@ std::vector<int64_t> NoiseSchedule::timesteps(int64_t n, TimestepSpacing spacing
 void NoiseSchedule::check_timesteps(const std::vector<int64_t>& ts) const {
   MD_CHECK_VALUE(!ts.empty(), "timesteps must not be empty");
   for (size_t i = 0; i < ts.size(); ++i) {
-    MD_CHECK_INDEX(ts[i] >= 0 && ts[i] < num_train_timesteps(), "timesteps[", i, "] = ", ts[i],
-                   " is outside [0, ", num_train_timesteps(), ")");
+    MD_CHECK_INDEX(ts[i] >= 0 && ts[i] < num_train_timesteps(), "timesteps[", i, "] = ", ts[i], " is outside [0, ",
+                   num_train_timesteps(), ")");
     MD_CHECK_VALUE(i == 0 || ts[i] < ts[i - 1], "timesteps must be strictly decreasing, got timesteps[", i - 1,
                    "] = ", ts[i - 1], " then timesteps[", i, "] = ", ts[i]);
   }
@@ -376,16 +372,16 @@ nlohmann::json parse_json_object(const std::string& text, const char* what) {
   return j;
 }
 
-// The value of `key`, which must have the JSON type the option needs (no silent conversions: a
-// boolean is not a number and 1000.5 is not an integer).
+// Typed reads of one key. The JSON type must be the option's own, with no silent conversions: a
+// boolean is not a number and 1000.5 is not an integer.
 std::string json_type_error(const nlohmann::json& v, const char* key, const char* expected, const char* what) {
   return fmt::format("{}: '{}' must be {}, got {} ({})", what, key, expected, v.dump(), v.type_name());
 }
 
 int64_t json_int(const nlohmann::json& j, const char* key, const char* what) {
   const nlohmann::json& v = j.at(key);
-  const bool ok = v.is_number_integer() &&
-                  !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
+  const bool ok =
+      v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
   MD_CHECK_VALUE(ok, json_type_error(v, key, "an integer", what));
   return v.get<int64_t>();
 }
@@ -404,7 +400,8 @@ bool json_bool(const nlohmann::json& j, const char* key, const char* what) {
 
 std::vector<double> json_doubles(const nlohmann::json& j, const char* key, const char* what) {
   const nlohmann::json& v = j.at(key);
-  const bool ok = v.is_array() && std::all_of(v.begin(), v.end(), [](const nlohmann::json& e) { return e.is_number(); });
+  const bool ok =
+      v.is_array() && std::all_of(v.begin(), v.end(), [](const nlohmann::json& e) { return e.is_number(); });
   MD_CHECK_VALUE(ok, json_type_error(v, key, "an array of numbers", what));
   return v.get<std::vector<double>>();
 }

@@ -46,8 +46,8 @@ inline double cosine_f(double t, int64_t T, double s) {
 inline std::vector<double> cosine_betas(int64_t T, double s, double max_beta) {
   std::vector<double> b;
   for (int64_t i = 0; i < T; ++i) {
-    b.push_back(std::min(1 - cosine_f(static_cast<double>(i + 1), T, s) / cosine_f(static_cast<double>(i), T, s),
-                         max_beta));
+    b.push_back(
+        std::min(1 - cosine_f(static_cast<double>(i + 1), T, s) / cosine_f(static_cast<double>(i), T, s), max_beta));
   }
   return b;
 }
@@ -99,9 +99,7 @@ inline std::vector<int64_t> probe_indices(int64_t T) {
 // ---- diffusers' set_timesteps, evaluated the way numpy evaluates it ----------------------------
 
 /// numpy's round: half to even.
-inline int64_t np_round(double x) {
-  return static_cast<int64_t>(std::nearbyint(x));
-}
+inline int64_t np_round(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
 /// "leading": (np.arange(0, n) * (T // n)).round()[::-1] + steps_offset.
 inline std::vector<int64_t> diffusers_leading(int64_t T, int64_t n, int64_t steps_offset) {

@@ -421,6 +421,23 @@ TEST(ScheduleQSample, MatchesTheClosedForm) {
   MD_EXPECT_ERROR(s.q_sample(x0, noise, at::tensor({0, 1, 2, 1000}, at::kLong)), "max 1000");
 }
 
+TEST(ScheduleQSample, MatchesCpuOnCuda_CUDA) {
+  MD_SKIP_WITHOUT_CUDA();
+  const NoiseSchedule s = NoiseSchedule::scaled_linear(1000).rescaled_zero_terminal_snr();
+  const at::Tensor x0 = at::randn({6, 3, 16, 16}, at::kDouble);
+  const at::Tensor noise = at::randn({6, 3, 16, 16}, at::kDouble);
+  const at::Tensor t = at::tensor({0, 1, 500, 998, 999, 250}, at::kLong);
+  const at::Tensor cpu = s.q_sample(x0, noise, t);
+  const at::Device cuda(at::kCUDA, 0);
+  for (auto dt : {at::kDouble, at::kFloat}) {
+    const at::Tensor gpu = s.q_sample(x0.to(cuda, dt), noise.to(cuda, dt), t.to(cuda));
+    EXPECT_TRUE(gpu.is_cuda());
+    EXPECT_EQ(gpu.scalar_type(), dt);
+    const double tol = dt == at::kDouble ? 1e-12 : 1e-5;
+    EXPECT_TRUE(at::allclose(gpu.cpu().to(at::kDouble), cpu, tol, tol)) << dt;
+  }
+}
+
 // ---- threads ---------------------------------------------------------------------------------
 
 struct Reads {

@@ -19,7 +19,9 @@ namespace manifold_diffusion {
 enum class BetaSchedule {
   Linear,        ///< beta linear from beta_start to beta_end (DDPM).
   ScaledLinear,  ///< sqrt(beta) linear from sqrt(beta_start) to sqrt(beta_end) (Stable Diffusion).
-  Cosine,        ///< alpha_bar_t = f(t + 1) / f(0), f(u) = cos^2((u/T + s) / (1 + s) * pi/2), betas capped at max_beta (Nichol & Dhariwal).
+  /// alpha_bar_t = f(t + 1) / f(0) with f(u) = cos^2((u/T + s) / (1 + s) * pi/2), each beta capped at
+  /// max_beta (Nichol & Dhariwal 2021).
+  Cosine,
   Sigmoid,       ///< beta = beta_start + (beta_end - beta_start) * sigmoid(linspace(-6, 6, T)).
   Custom,        ///< betas given by the user.
 };
@@ -100,6 +102,12 @@ struct ScheduleOptions {
 /// Names used below: alpha(t) = sqrt(alpha_bar_t) (signal scale), sigma(t) = sqrt(1 - alpha_bar_t)
 /// (noise scale), snr(t) = alpha_bar / (1 - alpha_bar), and the variance-exploding noise level
 /// ve_sigma(t) = sigma(t) / alpha(t) used by Euler/Heun/Karras samplers.
+///
+/// References: Ho et al. (2020), "Denoising Diffusion Probabilistic Models" (linear betas); Nichol &
+/// Dhariwal (2021), "Improved Denoising Diffusion Probabilistic Models" (cosine); Lin et al. (2023),
+/// "Common Diffusion Noise Schedules and Sample Steps are Flawed" (zero terminal SNR, trailing
+/// spacing); Karras et al. (2022), "Elucidating the Design Space of Diffusion-Based Generative
+/// Models" (karras_sigmas). Guide: docs/schedules.md.
 ///
 /// Example:
 /// \code
