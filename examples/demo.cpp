@@ -93,13 +93,13 @@ void write_svg(const std::string& path, const at::Tensor& data, const at::Tensor
 int main(int argc, char** argv) {
   CLI::App app{"mdiff-demo: train and sample a small diffusion model on the two-moons curve"};
   std::string out_dir = "out/demo";
-  int64_t train_steps = 3000;
+  int64_t train_steps = 2000;
   int64_t n_samples = 2000;
   int64_t n_data = 4000;
   int64_t diffusion_steps = 200;
   int64_t batch = 256;
-  std::string sampler_name = "ddpm";
-  int64_t sample_steps = 200;
+  std::string sampler_name = "dpmpp_2m";
+  int64_t sample_steps = 25;
   double lr = 2e-3;
   uint64_t seed = 0;
   int threads = 2;
