@@ -11,16 +11,20 @@
 namespace mdiff_test {
 
 struct GaussianData {
-  at::Tensor mu;   // [D] float64
-  at::Tensor var;  // [D] float64
+  at::Tensor mu;        // [D] float64, in the rotated frame
+  at::Tensor var;       // [D] float64, in the rotated frame (0 = a direction the data never leaves)
+  at::Tensor rotation;  // optional [D, D] orthogonal Q: data = Q z with z ~ N(mu, diag(var))
 
   // E[x0 | x_t] at VP noise level alpha_bar [N].
-  at::Tensor x0(const at::Tensor& x, const at::Tensor& alpha_bar) const {
+  at::Tensor x0(const at::Tensor& x_in, const at::Tensor& alpha_bar) const {
+    const at::Tensor q = rotation.defined() ? rotation.to(x_in.scalar_type()) : at::Tensor();
+    const at::Tensor x = q.defined() ? x_in.matmul(q) : x_in;  // rows: Q^T x
     const at::Tensor ab = alpha_bar.to(x.scalar_type()).reshape({-1, 1});
     const at::Tensor a = ab.sqrt();
     const at::Tensor m = mu.to(x.scalar_type());
     const at::Tensor v = var.to(x.scalar_type());
-    return m + v * a / (ab * v + (1 - ab)) * (x - a * m);
+    const at::Tensor z0 = m + v * a / (ab * v + (1 - ab)) * (x - a * m);
+    return q.defined() ? z0.matmul(q.t()) : z0;
   }
 
   // The model function for a denoiser with the given parameterisation.
@@ -82,7 +86,7 @@ struct GaussianData {
 };
 
 inline GaussianData default_gaussian() {
-  return {at::tensor({1.0, -0.5, 0.0}, at::kDouble), at::tensor({0.25, 1.0, 2.25}, at::kDouble)};
+  return {at::tensor({1.0, -0.5, 0.0}, at::kDouble), at::tensor({0.25, 1.0, 2.25}, at::kDouble), at::Tensor()};
 }
 
 }  // namespace mdiff_test

@@ -256,6 +256,21 @@ TEST_P(SamplerContract, DeterministicSamplersConvergeAtTheirOrder) {
   EXPECT_GT(slope, c.order - 0.4) << c.name;
 }
 
+TEST_P(SamplerContract, KeepsSamplesOnALinearSubspace) {
+  // Data on a rotated 2-D plane in R^3: the exact denoiser never leaves it, and neither may the sampler.
+  at::Generator g = mdiff::make_generator(17);
+  const at::Tensor q = std::get<0>(at::linalg_qr(at::randn({3, 3}, g, at::kDouble)));
+  mdiff_test::GaussianData plane{at::tensor({0.5, -1.0, 0.3}, at::kDouble), at::tensor({1.0, 0.25, 0.0}, at::kDouble), q};
+  const mdiff::Denoiser den = plane.denoiser(schedule);
+  const auto s = make(GetParam(), 20);
+  const at::Tensor x = s->sample(den, {256, 3}, 4, {}, 0, at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor normal = q.select(1, 2);
+  const at::Tensor offset = (x - plane.mu.matmul(q.t())).matmul(normal);
+  EXPECT_LT(offset.abs().max().item<double>(), 1e-9) << GetParam().name;
+  // In the plane the samples spread out (they did not collapse onto the mean).
+  EXPECT_GT((x.matmul(q.select(1, 0))).std().item<double>(), 0.5);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, SamplerContract, ::testing::ValuesIn(all_samplers()),
                          [](const ::testing::TestParamInfo<SamplerCase>& info) { return info.param.name; });
 
@@ -263,7 +278,7 @@ TEST(PC, MatchesGaussianMomentsInHighDimension) {
   const int64_t d = 512;
   const int64_t n = 100;
   at::Generator g = mdiff::make_generator(3);
-  mdiff_test::GaussianData data{at::randn({d}, g, at::kDouble) * 0.5, at::rand({d}, g, at::kDouble) + 0.5};
+  mdiff_test::GaussianData data{at::randn({d}, g, at::kDouble) * 0.5, at::rand({d}, g, at::kDouble) + 0.5, at::Tensor()};
   const auto schedule = mdiff::NoiseSchedule::linear(1000);
   const auto den = data.denoiser(schedule);
   mdiff::PCSampler pc(mdiff::PCOptions(100).snr(0.16).corrector_steps(1));
