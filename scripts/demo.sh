@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths relative to the checkout, so ccache hits across clones in different folders.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 cmake --preset release >/dev/null
 cmake --build --preset release --target mdiff-demo -j "${MD_JOBS:-$(nproc)}"
 ./build/release/bin/mdiff-demo --out out/demo "$@"

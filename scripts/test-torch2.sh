@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 MD_TORCH_ROOT="$(./scripts/install-torch-pip.sh | tail -n 1)"
 export MD_TORCH_ROOT
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths relative to the checkout, so ccache hits across clones in different folders.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 jobs="${MD_JOBS:-$(nproc)}"
 echo "test-torch2: LibTorch at $MD_TORCH_ROOT"
 

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 preset="${1:-release}"
 ./scripts/install-deps.sh
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths relative to the checkout, so ccache hits across clones in different folders.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 jobs="${MD_JOBS:-$(nproc)}"
 
 start=$(date +%s)
