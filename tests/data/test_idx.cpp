@@ -38,7 +38,7 @@ std::vector<uint8_t> idx_bytes(const at::Tensor& t, uint8_t type) {
 }
 
 void write_gz(const std::string& path, const std::vector<uint8_t>& bytes) {
-  gzFile f = gzopen(path.c_str(), "wb");
+  gzFile f = gzopen(path.c_str(), "wb1");
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   gzclose(f);
@@ -74,7 +74,7 @@ TEST(DataIdx, RoundTripsEveryTypePlainAndGzipped) {
 
 TEST(DataIdx, ReadsLargeGzipInChunks) {
   TempDir dir;
-  const at::Tensor t = at::arange(0, 3 * 1000 * 1000, at::kInt).reshape({3000, 1000});
+  const at::Tensor t = at::arange(0, 600 * 1000, at::kInt).reshape({600, 1000});
   write_gz(dir.file("big.gz"), idx_bytes(t, 0x0C));
   EXPECT_TRUE(at::equal(mdiff::data::read_idx(dir.file("big.gz")), t));
 }

@@ -50,8 +50,8 @@ TEST(DataPointCloud, CsvErrorsNameLineAndColumn) {
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 2 has 3 columns; expected 2");
   write_text(p, "a,b\nc,d\n");
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 2, column 1", "'c'");
-  write_text(p, "1,\n");
-  MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 1, column 2");
+  write_text(p, "1,2\n3,\n");
+  MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 2, column 2", "'' is not a number");
   write_text(p, "1,2\n3,nan\n");
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 2, column 2", "not finite");
   write_text(p, "x,y\n");
