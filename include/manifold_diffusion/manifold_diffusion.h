@@ -18,6 +18,9 @@
 #include <manifold_diffusion/core/enum.h>
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/core/version.h>
+#include <manifold_diffusion/data/idx.h>
+#include <manifold_diffusion/data/point_cloud.h>
+#include <manifold_diffusion/data/synthetic.h>
 #include <manifold_diffusion/models/blocks.h>
 #include <manifold_diffusion/models/ema.h>
 #include <manifold_diffusion/models/embeddings.h>

@@ -1,0 +1,230 @@
+#include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/data/idx.h>
+
+#include <ATen/ATen.h>
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace manifold_diffusion {
+namespace data {
+namespace {
+
+constexpr int64_t kMaxIdxDims = 8;
+constexpr size_t kChunk = size_t{1} << 20;
+
+// A byte source over a plain or a gzip-compressed file; read() returns fewer bytes only at the end.
+class ByteSource {
+ public:
+  explicit ByteSource(const std::string& path) : path_(path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    MD_CHECK(f != nullptr, "read_idx: cannot open '", path, "': ", std::strerror(errno));
+    unsigned char magic[2] = {0, 0};
+    const size_t got = std::fread(magic, 1, 2, f);
+    std::fclose(f);
+    if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
+      gz_ = gzopen(path.c_str(), "rb");
+      MD_CHECK(gz_ != nullptr, "read_idx: cannot open gzip file '", path, "'");
+      gzbuffer(gz_, 1 << 17);
+    } else {
+      file_ = std::fopen(path.c_str(), "rb");
+      MD_CHECK(file_ != nullptr, "read_idx: cannot open '", path, "': ", std::strerror(errno));
+    }
+  }
+  ~ByteSource() {
+    if (gz_ != nullptr) gzclose(gz_);
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  ByteSource(const ByteSource&) = delete;
+  ByteSource& operator=(const ByteSource&) = delete;
+
+  size_t read(void* dst, size_t n) {
+    auto* out = static_cast<unsigned char*>(dst);
+    size_t total = 0;
+    while (total < n) {
+      const size_t want = std::min(n - total, kChunk);
+      size_t got = 0;
+      if (gz_ != nullptr) {
+        const int r = gzread(gz_, out + total, static_cast<unsigned>(want));
+        if (r < 0) {
+          int errnum = 0;
+          const char* msg = gzerror(gz_, &errnum);
+          MD_CHECK(false, "read_idx: '", path_, "' is not a valid gzip stream: ", msg);
+        }
+        got = static_cast<size_t>(r);
+      } else {
+        got = std::fread(out + total, 1, want, file_);
+        MD_CHECK(!std::ferror(file_), "read_idx: error reading '", path_, "'");
+      }
+      total += got;
+      if (got < want) break;
+    }
+    return total;
+  }
+
+ private:
+  std::string path_;
+  gzFile gz_ = nullptr;
+  std::FILE* file_ = nullptr;
+};
+
+uint32_t big_endian_u32(const unsigned char* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+}
+
+struct IdxType {
+  at::ScalarType dtype;
+  int64_t size;
+};
+
+IdxType idx_type(unsigned char code, const std::string& path) {
+  switch (code) {
+    case 0x08: return {at::kByte, 1};
+    case 0x09: return {at::kChar, 1};
+    case 0x0B: return {at::kShort, 2};
+    case 0x0C: return {at::kInt, 4};
+    case 0x0D: return {at::kFloat, 4};
+    case 0x0E: return {at::kDouble, 8};
+    default: break;
+  }
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "0x%02X", static_cast<unsigned>(code));
+  MD_CHECK_VALUE(false, "read_idx: '", path, "' has unknown IDX type code ", hex,
+                 "; expected 0x08 (uint8), 0x09 (int8), 0x0B (int16), 0x0C (int32), 0x0D (float32) or 0x0E (float64)");
+  return {};
+}
+
+bool host_is_little_endian() {
+  const uint16_t one = 1;
+  unsigned char first = 0;
+  std::memcpy(&first, &one, 1);
+  return first == 1;
+}
+
+void swap_bytes(unsigned char* data, int64_t count, int64_t width) {
+  for (int64_t i = 0; i < count; ++i) std::reverse(data + i * width, data + (i + 1) * width);
+}
+
+LabeledImages subset(const LabeledImages& d, const std::vector<int64_t>& idx) {
+  const at::Tensor index = at::tensor(at::ArrayRef<int64_t>(idx), at::kLong);
+  return {d.images.index_select(0, index), d.labels.index_select(0, index)};
+}
+
+}  // namespace
+
+at::Tensor read_idx(const std::string& path, const IdxOptions& options) {
+  check_positive(options.max_elements(), "IdxOptions::max_elements");
+  ByteSource src(path);
+  unsigned char magic[4];
+  const size_t got_magic = src.read(magic, 4);
+  MD_CHECK_VALUE(got_magic == 4, "read_idx: '", path, "' is too short for an IDX header (", got_magic, " bytes)");
+  MD_CHECK_VALUE(magic[0] == 0 && magic[1] == 0, "read_idx: '", path,
+                 "' is not an IDX file: the magic must start with bytes 00 00, got ", static_cast<int>(magic[0]), " ",
+                 static_cast<int>(magic[1]));
+  const IdxType type = idx_type(magic[2], path);
+  const int64_t ndim = magic[3];
+  MD_CHECK_VALUE(ndim >= 1 && ndim <= kMaxIdxDims, "read_idx: '", path, "' has ", ndim,
+                 " dimensions; expected 1 to ", kMaxIdxDims);
+
+  std::vector<unsigned char> dims_raw(static_cast<size_t>(4 * ndim));
+  const size_t got_dims = src.read(dims_raw.data(), dims_raw.size());
+  MD_CHECK_VALUE(got_dims == dims_raw.size(), "read_idx: '", path, "' is truncated in its header: expected ",
+                 ndim, " sizes (", dims_raw.size(), " bytes), got ", got_dims, " bytes");
+  std::vector<int64_t> sizes(static_cast<size_t>(ndim));
+  int64_t numel = 1;
+  for (int64_t i = 0; i < ndim; ++i) {
+    const int64_t d = big_endian_u32(dims_raw.data() + 4 * i);
+    sizes[static_cast<size_t>(i)] = d;
+    MD_CHECK_VALUE(d <= options.max_elements(), "read_idx: '", path, "': size ", d, " of dimension ", i,
+                   " exceeds the limit of ", options.max_elements(), " elements");
+    // numel <= max_elements and d <= max_elements keep the product below 2^62: no overflow.
+    numel *= d;
+    MD_CHECK_VALUE(numel <= options.max_elements(), "read_idx: '", path, "': shape ", c10::IntArrayRef(sizes.data(), i + 1),
+                   " already holds more than the limit of ", options.max_elements(), " elements");
+  }
+
+  const int64_t expected = numel * type.size;
+  at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(type.dtype));
+  auto* bytes = static_cast<unsigned char*>(out.data_ptr());
+  const size_t got = src.read(bytes, static_cast<size_t>(expected));
+  MD_CHECK_VALUE(static_cast<int64_t>(got) == expected, "read_idx: '", path, "' is truncated: shape ",
+                 c10::IntArrayRef(sizes), " needs ", expected, " data bytes, got ", got);
+  std::vector<unsigned char> scratch(4096);
+  int64_t trailing = 0;
+  for (size_t n = src.read(scratch.data(), scratch.size()); n > 0 && trailing < (int64_t{1} << 26);
+       n = src.read(scratch.data(), scratch.size())) {
+    trailing += static_cast<int64_t>(n);
+  }
+  MD_CHECK_VALUE(trailing == 0, "read_idx: '", path, "' has trailing data: shape ", c10::IntArrayRef(sizes), " needs ",
+                 expected, " data bytes, got ", expected + trailing, trailing >= (int64_t{1} << 26) ? " or more" : "");
+  if (type.size > 1 && host_is_little_endian()) swap_bytes(bytes, numel, type.size);
+  return out;
+}
+
+int64_t LabeledImages::size() const { return images.defined() ? images.size(0) : 0; }
+
+LabeledImages load_fashion_mnist(const std::string& dir, const std::string& split) {
+  MD_CHECK_VALUE(split == "train" || split == "test", "load_fashion_mnist: split must be \"train\" or \"test\", got \"",
+                 split, "\"");
+  const std::string prefix = dir + "/" + (split == "train" ? "train" : "t10k");
+  const std::string image_path = prefix + "-images-idx3-ubyte.gz";
+  const std::string label_path = prefix + "-labels-idx1-ubyte.gz";
+  for (const std::string& p : {image_path, label_path}) {
+    std::FILE* f = std::fopen(p.c_str(), "rb");
+    MD_CHECK(f != nullptr, "load_fashion_mnist: missing file '", p, "' (install the dataset-fashion-mnist package)");
+    std::fclose(f);
+  }
+  const at::Tensor images = read_idx(image_path);
+  const at::Tensor labels = read_idx(label_path);
+  const int64_t n = split == "train" ? 60000 : 10000;
+  MD_CHECK_VALUE(images.scalar_type() == at::kByte && images.dim() == 3 && images.size(0) == n &&
+                     images.size(1) == 28 && images.size(2) == 28,
+                 "load_fashion_mnist: '", image_path, "' should hold uint8 [", n, ", 28, 28], got ", images.scalar_type(),
+                 " ", images.sizes());
+  MD_CHECK_VALUE(labels.scalar_type() == at::kByte && labels.dim() == 1 && labels.size(0) == n,
+                 "load_fashion_mnist: '", label_path, "' should hold uint8 [", n, "], got ", labels.scalar_type(), " ",
+                 labels.sizes());
+  LabeledImages out;
+  out.images = images.to(at::kFloat).div_(127.5).sub_(1.0).unsqueeze(1).contiguous();
+  out.labels = labels.to(at::kLong);
+  MD_CHECK_VALUE(out.labels.max().item<int64_t>() <= 9, "load_fashion_mnist: '", label_path,
+                 "' holds labels above 9 (max ", out.labels.max().item<int64_t>(), ")");
+  return out;
+}
+
+TrainValidation validation_split(const LabeledImages& data, double fraction, uint64_t seed) {
+  check_in_range(fraction, 0.0, 1.0, "validation_split: fraction");
+  check_defined(data.images, "validation_split: data.images");
+  check_defined(data.labels, "validation_split: data.labels");
+  const int64_t n = data.images.size(0);
+  MD_CHECK_VALUE(data.labels.dim() == 1 && data.labels.size(0) == n, "validation_split: data.labels must have shape [",
+                 n, "], got ", shape_string(data.labels));
+  const auto n_val = static_cast<int64_t>(std::llround(fraction * static_cast<double>(n)));
+  // Fisher-Yates driven by SplitMix64: the same permutation on every platform and LibTorch version.
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), int64_t{0});
+  uint64_t state = mix_seed(seed);
+  for (int64_t i = n - 1; i > 0; --i) {
+    state = mix_seed(state);
+    const auto j = static_cast<int64_t>(state % static_cast<uint64_t>(i + 1));
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+  }
+  std::vector<int64_t> val(perm.begin(), perm.begin() + n_val);
+  std::vector<int64_t> train(perm.begin() + n_val, perm.end());
+  std::sort(val.begin(), val.end());
+  std::sort(train.begin(), train.end());
+  return {subset(data, train), subset(data, val)};
+}
+
+}  // namespace data
+}  // namespace manifold_diffusion
