@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Gathers, on a machine with Debian's packages, what scripts/device-check.sh needs on a GPU machine
-# that has PyTorch and nvcc but no network: Eigen, fmt, nlohmann-json and Google Benchmark as a
+# that has PyTorch and nvcc but no network: Eigen, fmt, nlohmann-json, zlib and Google Benchmark as a
 # relocatable prefix,
 # GoogleTest's sources, and CMake/Ninja wheels in case that machine lacks them. Output: .deps/offline
 # (about 45 MB; ignored by git, carried to the GPU machine next to the working tree).
@@ -24,6 +24,8 @@ cp -a /usr/$arch/libbenchmark*.so* /usr/$arch/libbenchmark_main.a "$out/prefix/$
 mkdir -p "$out/prefix/share/cmake"
 cp -a /usr/include/nlohmann "$out/prefix/include/"
 cp -a /usr/share/cmake/nlohmann_json "$out/prefix/share/cmake/"
+cp -a /usr/include/zlib.h /usr/include/zconf.h "$out/prefix/include/"
+cp -a /usr/$arch/libz.so* "$out/prefix/$arch/"
 cp -a /usr/src/googletest "$out/googletest"
 python3 -m pip download --disable-pip-version-check -q --only-binary :all: -d "$out/wheels" cmake ninja
 du -sh "$out"
