@@ -37,7 +37,9 @@ inline at::Tensor squared_distances(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // Rows per block so that a block of distances to `cols` points holds about 4M entries.
-inline int64_t block_rows(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(cols, 1)); }
+inline int64_t block_rows(int64_t cols) {
+  return std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(cols, 1));
+}
 
 // Calls fn(start, rows) over consecutive row blocks of [0, n).
 inline void for_each_block(int64_t n, int64_t cols, const std::function<void(int64_t, int64_t)>& fn) {

@@ -60,7 +60,8 @@ PRDC prdc(const at::Tensor& real, const at::Tensor& fake, int64_t k) {
   int64_t precise = 0;
   double density_count = 0.0;
   at::Tensor recalled = at::zeros({n}, at::TensorOptions().dtype(at::kBool));
-  at::Tensor nearest_fake = at::full({n}, std::numeric_limits<double>::infinity(), at::TensorOptions().dtype(at::kDouble));
+  at::Tensor nearest_fake =
+      at::full({n}, std::numeric_limits<double>::infinity(), at::TensorOptions().dtype(at::kDouble));
   detail::for_each_block(m, n, [&](int64_t start, int64_t rows) {
     const at::Tensor d2 = detail::squared_distances(f.narrow(0, start, rows), r);  // [rows, n]
     const at::Tensor in_real = d2 <= real_r2;

@@ -71,10 +71,10 @@ KIDResult kid(const at::Tensor& x, const at::Tensor& y, int64_t subsets = 100, i
 
 /// Unbiased MMD^2 (Gretton et al. 2012, "A kernel two-sample test") with the kernel
 /// k(a, b) = sum_h exp(-||a - b||^2 / (2 h^2)) over the bandwidths h. With no bandwidths, one is
-/// chosen by the median heuristic: the median of the pairwise distances between the pooled points
-/// (at most 2048 of them, evenly spaced, when the pool is larger). N, M >= 2. The kernel sums are
-/// accumulated in blocks, so memory stays O(block x (N + M)). The unbiased estimate can be slightly
-/// negative when the two samples come from one distribution.
+/// chosen by the median heuristic: the lower median of the positive pairwise distances between the
+/// pooled points (at most 2048 of them, evenly spaced, when the pool is larger). N, M >= 2. The
+/// kernel sums are accumulated in blocks, so memory stays O(block x (N + M)). The unbiased estimate
+/// can be slightly negative when the two samples come from one distribution.
 ///
 /// Example:
 /// \code

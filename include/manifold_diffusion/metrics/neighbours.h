@@ -38,7 +38,8 @@ struct PRDC {
 /// fidelity and diversity metrics for generative models"), as in clovaai/generative-evaluation-prdc.
 ///
 /// The k-NN ball of a point has radius the distance to its k-th nearest neighbour in its own set,
-/// the point itself excluded; a point on the boundary is inside. Needs k >= 1, k < N and k < M.
+/// the point itself excluded; a point on the boundary is inside (closed balls, as in both papers).
+/// Needs k >= 1, k < N and k < M.
 ///
 /// Example:
 /// \code
