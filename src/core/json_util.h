@@ -7,7 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
 #include <set>
+#include <type_traits>
+#include <vector>
 #include <string>
 
 namespace manifold_diffusion {
@@ -31,9 +34,12 @@ class JsonReader {
     if (!j_.contains(key)) {
       return;
     }
+    const nlohmann::json& v = j_.at(key);
+    MD_CHECK_VALUE(type_matches<T>(v), what_, ": '", key, "' must be ", type_name<T>(), ", got ", v.dump(), " (",
+                   v.type_name(), ")");
     T value{};
     try {
-      value = j_.at(key).get<T>();
+      value = v.get<T>();
     } catch (const nlohmann::json::exception& e) {
       MD_CHECK_VALUE(false, what_, ": bad value for '", key, "': ", j_.at(key).dump(), " (", e.what(), ")");
     }
@@ -54,6 +60,38 @@ class JsonReader {
   }
 
  private:
+  // Strict types: no silent 1000.5 -> 1000, true -> 1 or string -> number conversions.
+  template <typename T>
+  static bool type_matches(const nlohmann::json& v) {
+    if constexpr (std::is_same_v<T, bool>) {
+      return v.is_boolean();
+    } else if constexpr (std::is_integral_v<T>) {
+      return v.is_number_integer() && (std::is_unsigned_v<T> || !v.is_number_unsigned() ||
+                                       v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max()));
+    } else if constexpr (std::is_floating_point_v<T>) {
+      return v.is_number();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      return v.is_string();
+    } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      if (!v.is_array()) return false;
+      for (const auto& e : v) {
+        if (!type_matches<int64_t>(e)) return false;
+      }
+      return true;
+    } else {
+      return true;  // nlohmann::json and other structured values are checked by the caller
+    }
+  }
+  template <typename T>
+  static const char* type_name() {
+    if constexpr (std::is_same_v<T, bool>) return "a boolean";
+    else if constexpr (std::is_integral_v<T>) return "an integer";
+    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else if constexpr (std::is_same_v<T, std::string>) return "a string";
+    else if constexpr (std::is_same_v<T, std::vector<int64_t>>) return "an array of integers";
+    else return "a JSON value";
+  }
+
   nlohmann::json j_;
   std::string what_;
   std::set<std::string> seen_;

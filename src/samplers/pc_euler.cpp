@@ -168,24 +168,19 @@ double SigmaSpaceSampler::churn(SamplerState& state, double sigma) const {
   return sigma_hat;
 }
 
-namespace {
-StepContext sigma_context(const Denoiser& denoiser, double sigma, double sigma_next) {
-  StepContext ctx;
+StepContext SigmaSpaceSampler::step_context(const Denoiser& denoiser, const SamplerState& state,
+                                            const SampleArgs& args, double sigma_next) const {
+  StepContext ctx = context(denoiser, state, args, 0, 0, 0, 0);  // t and alpha_bar: set by denoise_ve()
   ctx.alpha_bar_next = 1 / (1 + sigma_next * sigma_next);
   ctx.t_next = sigma_next > 0 ? denoiser.schedule().timestep_from_ve_sigma(sigma_next) : -1;
-  (void)sigma;
   return ctx;
 }
-}  // namespace
 
 void EulerSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
-  StepContext ctx = context(denoiser, state, args, 0, 0, 0, 0);
-  const StepContext nx = sigma_context(denoiser, sigma, sigma_next);
-  ctx.t_next = nx.t_next;
-  ctx.alpha_bar_next = nx.alpha_bar_next;
+  StepContext ctx = step_context(denoiser, state, args, sigma_next);
   const double sigma_hat = churn(state, sigma);
   const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma_hat, args, ctx);
   state.x0_hat = out.x0;
@@ -197,10 +192,7 @@ void EulerAncestralSampler::advance(const Denoiser& denoiser, SamplerState& stat
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
-  StepContext ctx = context(denoiser, state, args, 0, 0, 0, 0);
-  const StepContext nx = sigma_context(denoiser, sigma, sigma_next);
-  ctx.t_next = nx.t_next;
-  ctx.alpha_bar_next = nx.alpha_bar_next;
+  StepContext ctx = step_context(denoiser, state, args, sigma_next);
   const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma, args, ctx);
   state.x0_hat = out.x0;
   const double sigma_up =
@@ -219,10 +211,7 @@ void HeunSampler::advance(const Denoiser& denoiser, SamplerState& state, const S
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
-  StepContext ctx = context(denoiser, state, args, 0, 0, 0, 0);
-  const StepContext nx = sigma_context(denoiser, sigma, sigma_next);
-  ctx.t_next = nx.t_next;
-  ctx.alpha_bar_next = nx.alpha_bar_next;
+  StepContext ctx = step_context(denoiser, state, args, sigma_next);
   const double sigma_hat = churn(state, sigma);
   const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma_hat, args, ctx);
   state.x0_hat = out.x0;

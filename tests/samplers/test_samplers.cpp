@@ -301,6 +301,9 @@ TEST(SamplerOptions, RejectBadValuesClearly) {
   MD_EXPECT_ERROR(PCSampler(PCOptions(10).snr(0)), "snr", "got 0");
   MD_EXPECT_ERROR(DDIMOptions::from_json(R"({"num_steps": 10, "etaa": 0})"), "unknown key 'etaa'");
   MD_EXPECT_ERROR(DDIMOptions::from_json(R"({"num_steps": "ten"})"), "num_steps", "\"ten\"");
+  MD_EXPECT_ERROR(DDIMOptions::from_json(R"({"num_steps": 10.5})"), "'num_steps' must be an integer", "10.5");
+  MD_EXPECT_ERROR(UniPCOptions::from_json(R"({"use_corrector": 1})"), "'use_corrector' must be a boolean");
+  MD_EXPECT_ERROR(DDIMOptions::from_json(R"({"timesteps": [9, 5.5]})"), "array of integers");
   MD_EXPECT_ERROR(DDPMOptions::from_json(R"({"variance": "huge"})"), "unknown DDPMVariance 'huge'");
   MD_EXPECT_ERROR(DDIMOptions::from_json("[1, 2]"), "expected a JSON object");
 }

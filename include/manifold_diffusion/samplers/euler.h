@@ -64,6 +64,9 @@ class SigmaSpaceSampler : public Sampler {
   /// Runs on_proposal hooks on a VE-domain proposal at level sigma_next.
   at::Tensor propose_ve(const SampleArgs& args, const StepContext& ctx, const at::Tensor& x_next_ve,
                         double sigma_next) const;
+  /// The StepContext of a step to sigma_next (its t and alpha_bar are filled in by denoise_ve()).
+  StepContext step_context(const Denoiser& denoiser, const SamplerState& state, const SampleArgs& args,
+                           double sigma_next) const;
   /// Applies EDM churn to state.x; returns sigma_hat.
   double churn(SamplerState& state, double sigma) const;
 
