@@ -23,14 +23,17 @@ std::vector<int64_t> non_batch_dims(const at::Tensor& t) {
   return dims;
 }
 
-void check_noise_levels(const at::Tensor& alpha_bar, int64_t n, const char* name) {
+// Validates per-sample noise levels and returns their minimum (one read of the data).
+double check_noise_levels(const at::Tensor& alpha_bar, int64_t n, const char* name) {
   check_dim(alpha_bar, name, 1);
   MD_CHECK_VALUE(alpha_bar.size(0) == n, name, ": expected one noise level per sample (", n, "), got ",
                  alpha_bar.size(0));
-  const double lo = alpha_bar.min().item<double>();
-  const double hi = alpha_bar.max().item<double>();
+  const at::Tensor range = at::stack({alpha_bar.min(), alpha_bar.max()}).to(at::kCPU, at::kDouble);
+  const double lo = range[0].item<double>();
+  const double hi = range[1].item<double>();
   MD_CHECK_VALUE(lo >= 0 && hi <= 1 && std::isfinite(lo) && std::isfinite(hi), name,
                  ": alpha_bar must lie in [0, 1], got min ", lo, " and max ", hi);
+  return lo;
 }
 
 // Standard normal CDF, elementwise.
@@ -122,12 +125,12 @@ DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_m
   MD_CHECK_VALUE(x_t.dim() >= 2, "x_t: expected a batch of samples [N, ...], got shape ", shape_string(x_t));
   const int64_t n = x_t.size(0);
   check_shape(t_model, "t_model", {n});
-  check_noise_levels(alpha_bar, n, "alpha_bar");
+  const double min_alpha_bar = check_noise_levels(alpha_bar, n, "alpha_bar");
   MD_CHECK_VALUE(std::isfinite(guidance_scale), "guidance_scale must be finite, got ", guidance_scale);
   check_in_range(guidance_rescale, 0.0, 1.0, "guidance_rescale");
   const PredictionType p = options_.prediction();
   if (p == PredictionType::Epsilon || p == PredictionType::EDM) {
-    MD_CHECK_VALUE(alpha_bar.min().item<double>() > 0, "Denoiser: alpha_bar = 0 (zero terminal SNR) cannot be used with ",
+    MD_CHECK_VALUE(min_alpha_bar > 0, "Denoiser: alpha_bar = 0 (zero terminal SNR) cannot be used with ",
                    p, " prediction: x0 is undefined there; use v_prediction or sample");
   }
   at::Tensor x_in = x_t;

@@ -35,6 +35,12 @@ void read_grid_options(JsonReader& r, O& o) {
   r.read<std::vector<int64_t>>("timesteps", [&](const std::vector<int64_t>& v) { o.timesteps(v); });
 }
 
+// Steps of a run: the explicit timesteps when given, else num_steps.
+template <typename O>
+int64_t grid_steps(const O& o) {
+  return o.timesteps().empty() ? o.num_steps() : static_cast<int64_t>(o.timesteps().size());
+}
+
 // Fills a VP sampler's grid with its timesteps.
 template <typename O>
 void init_vp_grid(const O& o, const NoiseSchedule& schedule, SamplerState& state) {

@@ -16,7 +16,7 @@ DDPMSampler::DDPMSampler(DDPMOptions options) : options_(std::move(options)) {
 }
 
 int64_t DDPMSampler::num_model_evaluations() const {
-  return options_.timesteps().empty() ? options_.num_steps() : static_cast<int64_t>(options_.timesteps().size());
+  return detail::grid_steps(options_);
 }
 
 void DDPMSampler::init(const Denoiser& denoiser, SamplerState& state) const {
@@ -84,7 +84,7 @@ DDIMSampler::DDIMSampler(DDIMOptions options) : options_(std::move(options)) {
 }
 
 int64_t DDIMSampler::num_model_evaluations() const {
-  return options_.timesteps().empty() ? options_.num_steps() : static_cast<int64_t>(options_.timesteps().size());
+  return detail::grid_steps(options_);
 }
 
 void DDIMSampler::init(const Denoiser& denoiser, SamplerState& state) const {

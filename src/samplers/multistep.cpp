@@ -18,7 +18,7 @@ DPMSolverSampler::DPMSolverSampler(DPMSolverOptions options) : options_(std::mov
 }
 
 int64_t DPMSolverSampler::num_model_evaluations() const {
-  return options_.timesteps().empty() ? options_.num_steps() : static_cast<int64_t>(options_.timesteps().size());
+  return detail::grid_steps(options_);
 }
 
 void DPMSolverSampler::init(const Denoiser& denoiser, SamplerState& state) const {
@@ -140,7 +140,7 @@ UniPCSampler::UniPCSampler(UniPCOptions options) : options_(std::move(options)) 
 }
 
 int64_t UniPCSampler::num_model_evaluations() const {
-  return options_.timesteps().empty() ? options_.num_steps() : static_cast<int64_t>(options_.timesteps().size());
+  return detail::grid_steps(options_);
 }
 
 void UniPCSampler::init(const Denoiser& denoiser, SamplerState& state) const {

@@ -19,7 +19,7 @@ PCSampler::PCSampler(PCOptions options) : options_(std::move(options)) {
 }
 
 int64_t PCSampler::num_model_evaluations() const {
-  const int64_t n = options_.timesteps().empty() ? options_.num_steps() : static_cast<int64_t>(options_.timesteps().size());
+  const int64_t n = detail::grid_steps(options_);
   return n * (1 + options_.corrector_steps());
 }
 
