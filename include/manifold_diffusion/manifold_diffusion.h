@@ -41,3 +41,8 @@
 #include <manifold_diffusion/metrics/distribution.h>
 #include <manifold_diffusion/metrics/image.h>
 #include <manifold_diffusion/metrics/neighbours.h>
+#include <manifold_diffusion/training/callbacks.h>
+#include <manifold_diffusion/training/checkpoint.h>
+#include <manifold_diffusion/training/loss_term.h>
+#include <manifold_diffusion/training/lr_schedule.h>
+#include <manifold_diffusion/training/trainer.h>

@@ -1,0 +1,78 @@
+#pragma once
+/// \file
+/// Crash-safe files: atomic writes (temporary file, fsync, rename, fsync of the folder) and the
+/// numbered checkpoint files of a training run (`ckpt-00001000.pt`, keep the last K).
+///
+/// Example:
+/// \code
+///   mdiff::atomic_write("out/model.pt", [&](const std::string& tmp) { torch::save(net, tmp); });
+///   auto files = mdiff::list_checkpoints("out/checkpoints");   // oldest first
+/// \endcode
+
+#include <manifold_diffusion/models/ema.h>
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace serialize {
+class InputArchive;
+class OutputArchive;
+}  // namespace serialize
+}  // namespace torch
+
+namespace manifold_diffusion {
+
+/// Writes `path` atomically: `writer` writes a temporary file in the same folder, which is flushed
+/// to disk and renamed over `path`, so `path` is always either the old or the complete new file.
+/// A failure (full disk, read-only folder, writer exception) removes the temporary file, leaves
+/// `path` untouched and throws an error naming `path`.
+///
+/// Example:
+/// \code
+///   mdiff::atomic_write("out/metrics.json", [&](const std::string& tmp) { std::ofstream(tmp) << json; });
+/// \endcode
+void atomic_write(const std::string& path, const std::function<void(const std::string& tmp_path)>& writer);
+
+/// atomic_write() of a string.
+void atomic_write_text(const std::string& path, const std::string& text);
+
+/// A checkpoint file of a run and the step it holds.
+struct CheckpointFile {
+  std::string path;
+  int64_t step = 0;
+};
+
+/// The checkpoint files `ckpt-<step>.pt` in `dir`, sorted by step (oldest first). A missing folder
+/// gives an empty list; temporary files of interrupted writes are ignored.
+///
+/// Example:
+/// \code
+///   for (const auto& c : mdiff::list_checkpoints("out/ckpt")) fmt::print("{} {}\n", c.step, c.path);
+/// \endcode
+std::vector<CheckpointFile> list_checkpoints(const std::string& dir);
+
+/// The path of the checkpoint for `step` in `dir`.
+std::string checkpoint_path(const std::string& dir, int64_t step);
+
+/// Deletes all but the newest `keep` checkpoints in `dir` (and stale temporary files).
+void prune_checkpoints(const std::string& dir, int64_t keep);
+
+/// Named tensors in an archive under `key` (names may contain '.').
+void write_named_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
+                         const NamedTensors& tensors);
+/// Reads what write_named_tensors() wrote; a missing key is an error naming it.
+NamedTensors read_named_tensors(torch::serialize::InputArchive& archive, const std::string& key);
+
+/// Copies `source` into the parameters and buffers of `module` by name; a missing or extra name, or
+/// a shape mismatch, is an error naming it (`what` prefixes messages, e.g. the file name).
+void load_module_state(torch::nn::Module& module, const NamedTensors& source, const std::string& what);
+
+/// Parameters and buffers of `module` by name (detached, sharing storage).
+NamedTensors module_state(const torch::nn::Module& module);
+
+}  // namespace manifold_diffusion

@@ -1,0 +1,590 @@
+#include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/core/version.h>
+#include <manifold_diffusion/training/checkpoint.h>
+#include <manifold_diffusion/training/trainer.h>
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/version.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <sstream>
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define MD_HAS_DEVICE_AUTOCAST 1
+#else
+#define MD_HAS_DEVICE_AUTOCAST 0
+#endif
+
+namespace manifold_diffusion {
+
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------------------------
+// LRSchedule
+
+void LRScheduleOptions::validate() const {
+  MD_CHECK_VALUE(total_steps() >= 1, "LRScheduleOptions: total_steps must be >= 1, got ", total_steps());
+  MD_CHECK_VALUE(warmup_steps() >= 0, "LRScheduleOptions: warmup_steps must be >= 0, got ", warmup_steps());
+  MD_CHECK_VALUE(min_factor() >= 0.0 && min_factor() <= 1.0,
+                 "LRScheduleOptions: min_factor must be in [0, 1], got ", min_factor());
+}
+
+LRSchedule::LRSchedule(LRScheduleOptions options) : options_(std::move(options)) { options_.validate(); }
+
+double LRSchedule::factor(int64_t step) const {
+  MD_CHECK_VALUE(step >= 0, "LRSchedule::factor: step must be >= 0, got ", step);
+  const int64_t warm = options_.warmup_steps();
+  if (step < warm) return static_cast<double>(step + 1) / static_cast<double>(warm);
+  const double lo = options_.min_factor();
+  const int64_t span = options_.total_steps() - warm;
+  if (span <= 0 || options_.decay() == LRDecay::Constant) return 1.0;
+  const double progress = std::min(1.0, static_cast<double>(step - warm) / static_cast<double>(span));
+  if (options_.decay() == LRDecay::Linear) return 1.0 - (1.0 - lo) * progress;
+  return lo + (1.0 - lo) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options and data
+
+void TrainerOptions::validate() const {
+  const char* w = "TrainerOptions";
+  MD_CHECK_VALUE(steps() >= 1, w, ": steps must be >= 1, got ", steps());
+  MD_CHECK_VALUE(std::isfinite(lr()) && lr() > 0, w, ": lr must be positive, got ", lr());
+  MD_CHECK_VALUE(weight_decay() >= 0, w, ": weight_decay must be >= 0, got ", weight_decay());
+  MD_CHECK_VALUE(beta1() >= 0 && beta1() < 1, w, ": beta1 must be in [0, 1), got ", beta1());
+  MD_CHECK_VALUE(beta2() >= 0 && beta2() < 1, w, ": beta2 must be in [0, 1), got ", beta2());
+  MD_CHECK_VALUE(adam_eps() > 0, w, ": adam_eps must be positive, got ", adam_eps());
+  MD_CHECK_VALUE(warmup_steps() >= 0, w, ": warmup_steps must be >= 0, got ", warmup_steps());
+  MD_CHECK_VALUE(min_lr_factor() >= 0 && min_lr_factor() <= 1, w, ": min_lr_factor must be in [0, 1], got ",
+                 min_lr_factor());
+  MD_CHECK_VALUE(grad_clip() >= 0, w, ": grad_clip must be >= 0 (0: off), got ", grad_clip());
+  MD_CHECK_VALUE(grad_accumulation() >= 1, w, ": grad_accumulation must be >= 1, got ", grad_accumulation());
+  MD_CHECK_VALUE(ema_decay() >= 0 && ema_decay() < 1, w, ": ema_decay must be in [0, 1) (0: no EMA), got ",
+                 ema_decay());
+  MD_CHECK_VALUE(label_dropout() >= 0 && label_dropout() <= 1, w, ": label_dropout must be in [0, 1], got ",
+                 label_dropout());
+  MD_CHECK_VALUE(validation_every() >= 0, w, ": validation_every must be >= 0, got ", validation_every());
+  MD_CHECK_VALUE(validation_batches() >= 1, w, ": validation_batches must be >= 1, got ", validation_batches());
+  MD_CHECK_VALUE(max_nonfinite() >= 0, w, ": max_nonfinite must be >= 0, got ", max_nonfinite());
+  MD_CHECK_VALUE(log_every() >= 0, w, ": log_every must be >= 0, got ", log_every());
+  MD_CHECK_VALUE(checkpoint_every() >= 0, w, ": checkpoint_every must be >= 0, got ", checkpoint_every());
+  MD_CHECK_VALUE(keep_last() >= 1, w, ": keep_last must be >= 1, got ", keep_last());
+  MD_CHECK_VALUE(checkpoint_every() == 0 || !out_dir().empty(), w, ": checkpoint_every = ", checkpoint_every(),
+                 " needs an out_dir");
+}
+
+DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed) {
+  check_defined(data, "data");
+  check_non_empty(data, "data");
+  MD_CHECK_VALUE(batch >= 1, "random_batches: batch must be >= 1, got ", batch);
+  if (labels.defined()) {
+    MD_CHECK_VALUE(labels.dim() >= 1 && labels.size(0) == data.size(0), "random_batches: labels have ",
+                   labels.dim() >= 1 ? labels.size(0) : 0, " rows but data has ", data.size(0));
+  }
+  struct State {
+    at::Tensor data, labels;
+    int64_t batch;
+    at::Generator gen;
+  };
+  auto s = std::make_shared<State>(State{std::move(data), std::move(labels), batch, make_generator(mix_seed(seed))});
+  DataSource src;
+  src.next = [s] {
+    const at::Tensor idx = at::randint(0, s->data.size(0), {s->batch}, s->gen, at::TensorOptions(at::kLong));
+    TrainBatch b;
+    b.x0 = s->data.index_select(0, idx.to(s->data.device()));
+    if (s->labels.defined()) b.labels = s->labels.index_select(0, idx.to(s->labels.device()));
+    return b;
+  };
+  src.state = [s] { return generator_state(s->gen); };
+  src.load_state = [s](const at::Tensor& st) { set_generator_state(s->gen, st); };
+  return src;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mixed precision
+
+namespace {
+
+bool resolve_bf16(Precision p, const c10::Device& device) {
+  const bool can = device.is_cuda() && MD_HAS_DEVICE_AUTOCAST;
+  if (p == Precision::BF16) {
+    MD_CHECK_VALUE(can, "TrainerOptions: precision bf16 needs a CUDA device and LibTorch >= 2.4 (device ", device,
+                   ", LibTorch ", TORCH_VERSION, "); use fp32");
+  }
+  return p == Precision::BF16 || (p == Precision::Auto && can);
+}
+
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+#if MD_HAS_DEVICE_AUTOCAST
+    if (on_) {
+      prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+      prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      at::autocast::increment_nesting();
+    }
+#endif
+  }
+  ~AutocastScope() {
+#if MD_HAS_DEVICE_AUTOCAST
+    if (on_) {
+      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+      at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+      at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+    }
+#endif
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_;
+  [[maybe_unused]] bool prev_enabled_ = false;
+  [[maybe_unused]] at::ScalarType prev_dtype_ = at::kFloat;
+};
+
+std::vector<at::Generator> default_generators() {
+  std::vector<at::Generator> gens{at::detail::getDefaultCPUGenerator()};
+  if (at::hasCUDA()) {
+    for (c10::DeviceIndex i = 0; i < static_cast<c10::DeviceIndex>(at::detail::getCUDAHooks().getNumGPUs()); ++i) {
+      gens.push_back(at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, i)));
+    }
+  }
+  return gens;
+}
+
+constexpr int64_t kCheckpointFormat = 1;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Trainer
+
+Trainer::Trainer(TrainerOptions options, std::shared_ptr<torch::nn::Module> model, NetworkFunction network,
+                 NoiseSchedule schedule, DenoiserOptions denoiser_options, DataSource train,
+                 std::optional<DataSource> validation)
+    : options_(std::move(options)),
+      model_(std::move(model)),
+      network_(std::move(network)),
+      train_(std::move(train)),
+      validation_(std::move(validation)),
+      lr_schedule_(LRScheduleOptions(options_.steps())
+                       .warmup_steps(options_.warmup_steps())
+                       .decay(options_.lr_decay())
+                       .min_factor(options_.min_lr_factor())),
+      gen_(make_generator(mix_seed(options_.seed()))) {
+  options_.validate();
+  MD_CHECK_VALUE(model_ != nullptr, "Trainer: model is null");
+  MD_CHECK_VALUE(static_cast<bool>(network_), "Trainer: network function is empty");
+  MD_CHECK_VALUE(static_cast<bool>(train_.next), "Trainer: the training DataSource has no next()");
+  MD_CHECK_VALUE(!validation_ || static_cast<bool>(validation_->next), "Trainer: the validation DataSource has no next()");
+  MD_CHECK_VALUE(options_.validation_every() == 0 || validation_.has_value(), "Trainer: validation_every = ",
+                 options_.validation_every(), " needs a validation DataSource");
+  resolve_bf16(options_.precision(), options_.device());  // reject bf16 where it cannot run
+  const auto params = model_->parameters(true);
+  MD_CHECK_VALUE(!params.empty(), "Trainer: the model has no parameters");
+  model_->to(options_.device());
+  optimizer_ = make_optimizer();
+  if (options_.ema_decay() > 0) ema_.emplace(*model_, EMAOptions().decay(options_.ema_decay()).warmup(options_.ema_warmup()));
+  denoiser_ = std::make_unique<Denoiser>(
+      [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& cond) {
+        return network_(x, t, cond, current_augment_);
+      },
+      std::move(schedule), std::move(denoiser_options));
+}
+
+Trainer::~Trainer() = default;
+
+std::unique_ptr<torch::optim::AdamW> Trainer::make_optimizer() const {
+  return std::make_unique<torch::optim::AdamW>(model_->parameters(true),
+                                               torch::optim::AdamWOptions(options_.lr())
+                                                   .betas({options_.beta1(), options_.beta2()})
+                                                   .eps(options_.adam_eps())
+                                                   .weight_decay(options_.weight_decay()));
+}
+
+void Trainer::add_loss_term(std::shared_ptr<LossTerm> term, double weight) {
+  MD_CHECK_VALUE(term != nullptr, "Trainer::add_loss_term: term is null");
+  MD_CHECK_VALUE(std::isfinite(weight), "Trainer::add_loss_term: weight must be finite, got ", weight);
+  const std::string name = term->name();
+  MD_CHECK_VALUE(!name.empty(), "Trainer::add_loss_term: the term has an empty name");
+  for (const auto& [t, w] : terms_) {
+    MD_CHECK_VALUE(t->name() != name, "Trainer::add_loss_term: a term named '", name, "' is already there");
+  }
+  terms_.emplace_back(std::move(term), weight);
+}
+
+void Trainer::add_callback(std::shared_ptr<TrainerCallback> callback) {
+  MD_CHECK_VALUE(callback != nullptr, "Trainer::add_callback: callback is null");
+  callbacks_.push_back(std::move(callback));
+}
+
+double Trainer::current_lr() const { return options_.lr() * lr_schedule_.factor(std::min(step_, options_.steps() - 1)); }
+
+at::Tensor Trainer::prepare_labels(const at::Tensor& labels) {
+  if (!labels.defined()) return labels;
+  at::Tensor l = labels;
+  if (options_.label_dropout() > 0) {
+    MD_CHECK_TYPE(!at::isFloatingType(l.scalar_type()), "Trainer: label_dropout needs integer class labels, got ",
+                  l.scalar_type());
+    const at::Tensor drop = at::rand({l.size(0)}, gen_, at::TensorOptions(at::kDouble)) < options_.label_dropout();
+    l = at::where(drop.to(l.device()).view({-1}), at::full_like(l, -1), l);
+  }
+  return l.to(options_.device());
+}
+
+TrainStepInfo Trainer::train_step() {
+  MD_CHECK(step_ < options_.steps(), "Trainer: the run is complete (", step_, " of ", options_.steps(), " steps)");
+  const bool bf16 = resolve_bf16(options_.precision(), options_.device());
+  model_->train();
+  optimizer_->zero_grad();
+  TrainStepInfo info;
+  info.total_steps = options_.steps();
+  const int64_t accum = options_.grad_accumulation();
+  double loss_sum = 0;
+  bool finite = true;
+  for (int64_t k = 0; k < accum && finite; ++k) {
+    const TrainBatch b = train_.next();
+    check_defined(b.x0, "batch.x0");
+    check_non_empty(b.x0, "batch.x0");
+    check_floating(b.x0, "batch.x0");
+    const at::Tensor x0 = b.x0.to(options_.device(), at::kFloat);
+    const at::Tensor labels = prepare_labels(b.labels);
+    current_augment_ = b.augment.defined() ? b.augment.to(options_.device(), at::kFloat) : at::Tensor();
+    const int64_t n = x0.size(0);
+    const at::Tensor t = denoiser_->sample_timesteps(n, gen_).to(options_.device());
+    const at::Tensor noise = at::randn(x0.sizes(), gen_, at::TensorOptions(at::kFloat)).to(options_.device());
+    at::Tensor total;
+    {
+      AutocastScope autocast(bf16);
+      const Denoiser::LossTerms lt = denoiser_->training_loss_terms(x0, t, noise, labels);
+      total = lt.loss;
+      for (const auto& [term, weight] : terms_) {
+        const LossContext ctx{*denoiser_, x0, lt.x_t, t, noise, labels, lt.output, lt.pred, lt.alpha_bar, step_};
+        const at::Tensor l = term->loss(ctx);
+        check_defined(l, "loss term output");
+        MD_CHECK_VALUE(l.numel() == 1, "Trainer: loss term '", term->name(), "' returned shape ", shape_string(l),
+                       ", expected a scalar");
+        const double lv = l.item<double>();
+        info.scalars["loss_" + term->name()] += lv / static_cast<double>(accum);
+        total = total + weight * l.to(at::kFloat).reshape({});
+      }
+    }
+    current_augment_ = at::Tensor();
+    const double lv = total.item<double>();
+    if (!std::isfinite(lv)) {
+      finite = false;
+      break;
+    }
+    (total / static_cast<double>(accum)).backward();
+    loss_sum += lv;
+  }
+  std::vector<at::Tensor> params;
+  for (const auto& p : model_->parameters(true)) {
+    if (p.grad().defined()) params.push_back(p);
+  }
+  double norm = 0;
+  if (finite && !params.empty()) {
+    const double max_norm = options_.grad_clip() > 0 ? options_.grad_clip() : std::numeric_limits<double>::infinity();
+    norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+    finite = std::isfinite(norm);
+  }
+  info.lr = options_.lr() * lr_schedule_.factor(step_);
+  if (!finite) {
+    optimizer_->zero_grad();
+    ++skipped_;
+    info.skipped_this_step = true;
+    MD_CHECK(skipped_ <= options_.max_nonfinite(), "Trainer: stopping at step ", step_, ": ", skipped_,
+             " steps had a non-finite loss or gradient (max_nonfinite = ", options_.max_nonfinite(),
+             "); lower the learning rate or check the data");
+  } else {
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(info.lr);
+    optimizer_->step();
+    if (ema_) ema_->update(*model_);
+  }
+  for (const auto& [term, weight] : terms_) {
+    term->after_step(step_);
+    for (const auto& [k, v] : term->scalars()) info.scalars[term->name() + "_" + k] = v;
+  }
+  ++step_;
+  info.step = step_;
+  info.loss = finite ? loss_sum / static_cast<double>(accum) : std::numeric_limits<double>::quiet_NaN();
+  info.grad_norm = norm;
+  info.skipped = skipped_;
+  return info;
+}
+
+double Trainer::validate() {
+  MD_CHECK(validation_.has_value(), "Trainer::validate: no validation DataSource was given");
+  if (validation_cache_.empty()) {
+    for (int64_t i = 0; i < options_.validation_batches(); ++i) validation_cache_.push_back(validation_->next());
+  }
+  at::Generator gen = make_generator(mix_seed(options_.seed() ^ 0x76616c6964ULL));
+  double sum = 0;
+  int64_t count = 0;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  with_ema_weights([&] {
+    at::NoGradGuard no_grad;
+    for (const TrainBatch& b : validation_cache_) {
+      const at::Tensor x0 = b.x0.to(options_.device(), at::kFloat);
+      const at::Tensor labels = b.labels.defined() ? b.labels.to(options_.device()) : at::Tensor();
+      current_augment_ = b.augment.defined() ? b.augment.to(options_.device(), at::kFloat) : at::Tensor();
+      const int64_t n = x0.size(0);
+      const at::Tensor t = denoiser_->sample_timesteps(n, gen).to(options_.device());
+      const at::Tensor noise = at::randn(x0.sizes(), gen, at::TensorOptions(at::kFloat)).to(options_.device());
+      sum += denoiser_->training_loss(x0, t, noise, labels).item<double>() * static_cast<double>(n);
+      count += n;
+    }
+    current_augment_ = at::Tensor();
+  });
+  model_->train(was_training);
+  return sum / static_cast<double>(count);
+}
+
+void Trainer::with_ema_weights(const std::function<void()>& fn) {
+  if (!ema_) {
+    fn();
+    return;
+  }
+  ema_->store(*model_);
+  ema_->copy_to(*model_);
+  try {
+    fn();
+  } catch (...) {
+    ema_->restore(*model_);
+    throw;
+  }
+  ema_->restore(*model_);
+}
+
+void Trainer::open_log() {
+  if (options_.out_dir().empty() || log_.is_open()) return;
+  fs::create_directories(options_.out_dir());
+  const std::string path = (fs::path(options_.out_dir()) / "train_log.jsonl").string();
+  // Lines written after the checkpoint we resumed from (by a killed run) are dropped, so the log
+  // reads as one run.
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    std::ifstream in(path);
+    std::ostringstream kept;
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) continue;
+      if (j["step"].get<int64_t>() <= step_) kept << line << "\n";
+    }
+    atomic_write_text(path, kept.str());
+  }
+  log_.open(path, std::ios::app);
+  MD_CHECK(log_.good(), "Trainer: cannot open '", path, "' for writing");
+}
+
+void Trainer::log_line(const TrainStepInfo& info, double val_loss) {
+  if (!log_.is_open()) return;
+  nlohmann::json j;
+  j["step"] = info.step;
+  j["loss"] = log_loss_count_ > 0 ? log_loss_sum_ / static_cast<double>(log_loss_count_) : info.loss;
+  j["lr"] = info.lr;
+  j["grad_norm"] = info.grad_norm;
+  j["steps_per_second"] = info.steps_per_second;
+  j["elapsed_seconds"] = info.seconds;
+  j["skipped"] = info.skipped;
+  for (const auto& [k, v] : info.scalars) j[k] = v;
+  if (std::isfinite(val_loss)) j["val_loss"] = val_loss;
+  log_ << j.dump() << "\n";
+  log_.flush();
+  log_loss_sum_ = 0;
+  log_loss_count_ = 0;
+}
+
+TrainResult Trainer::fit() {
+  TrainResult result;
+  fit_start_ = std::chrono::steady_clock::now();
+  open_log();
+  stop_requested_ = false;
+  for (auto& cb : callbacks_) cb->on_begin(*this);
+  const int64_t first = step_;
+  int64_t last_checkpoint = -1;
+  double window_start = 0;
+  int64_t window_steps = 0;
+  bool stop = false;
+  while (step_ < options_.steps() && !stop) {
+    TrainStepInfo info = train_step();
+    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now() - fit_start_).count();
+    ++window_steps;
+    if (now - window_start >= 1.0 || steps_per_second_ == 0) {
+      const double rate = static_cast<double>(window_steps) / std::max(1e-9, now - window_start);
+      steps_per_second_ = steps_per_second_ == 0 ? rate : 0.5 * steps_per_second_ + 0.5 * rate;
+      window_start = now;
+      window_steps = 0;
+    }
+    info.seconds = now;
+    info.steps_per_second = steps_per_second_;
+    if (!info.skipped_this_step) {
+      log_loss_sum_ += info.loss;
+      ++log_loss_count_;
+      result.final_loss = info.loss;
+    }
+    double val = std::numeric_limits<double>::quiet_NaN();
+    if (options_.validation_every() > 0 && step_ % options_.validation_every() == 0) {
+      val = validate();
+      result.last_val_loss = val;
+      for (auto& cb : callbacks_) stop = cb->on_validation(*this, step_, val) || stop;
+    }
+    if ((options_.log_every() > 0 && step_ % options_.log_every() == 0) || step_ == options_.steps() ||
+        std::isfinite(val)) {
+      log_line(info, val);
+    }
+    if (options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) {
+      save_checkpoint();
+      last_checkpoint = step_;
+    }
+    for (auto& cb : callbacks_) stop = cb->on_step(*this, info) || stop;
+    stop = stop || stop_requested_;
+  }
+  result.stopped_by_callback = stop && step_ < options_.steps();
+  if (options_.checkpoint_every() > 0 && last_checkpoint != step_ && step_ > first) save_checkpoint();
+  for (auto& cb : callbacks_) cb->on_end(*this);
+  result.steps = step_;
+  result.steps_this_run = step_ - first;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - fit_start_).count();
+  result.skipped = skipped_;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+std::string Trainer::save_checkpoint() {
+  MD_CHECK_VALUE(!options_.out_dir().empty(), "Trainer::save_checkpoint: no out_dir set");
+  const std::string dir = (fs::path(options_.out_dir()) / "checkpoints").string();
+  fs::create_directories(dir);
+  const std::string path = checkpoint_path(dir, step_);
+  save_checkpoint(path);
+  prune_checkpoints(dir, options_.keep_last());
+  return path;
+}
+
+void Trainer::save_checkpoint(const std::string& path) {
+  torch::serialize::OutputArchive ar;
+  ar.write("format", c10::IValue(kCheckpointFormat));
+  ar.write("library_version", c10::IValue(version_string()));
+  ar.write("step", c10::IValue(step_));
+  ar.write("skipped", c10::IValue(skipped_));
+  ar.write("total_steps", c10::IValue(options_.steps()));
+  for (const auto& [name, t] : module_state(*model_)) {
+    MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), "Trainer: refusing to write '",
+             path, "': model tensor '", name, "' has non-finite values");
+  }
+  write_named_tensors(ar, "model", module_state(*model_));
+  if (ema_) write_named_tensors(ar, "ema", ema_->named_state());
+  torch::serialize::OutputArchive opt;
+  optimizer_->save(opt);
+  ar.write("optimizer", opt);
+  NamedTensors rng{{"trainer", generator_state(gen_)}};
+  const auto defaults = default_generators();
+  for (size_t i = 0; i < defaults.size(); ++i) rng.emplace_back("default" + std::to_string(i), generator_state(defaults[i]));
+  write_named_tensors(ar, "rng", rng);
+  NamedTensors data;
+  if (train_.state) data.emplace_back("train", train_.state());
+  write_named_tensors(ar, "data", data);
+  for (const auto& [term, w] : terms_) write_named_tensors(ar, "term_" + term->name(), term->state());
+  atomic_write(path, [&](const std::string& tmp) { ar.save_to(tmp); });
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+  std::error_code ec;
+  MD_CHECK(fs::is_regular_file(path, ec), "Trainer: checkpoint '", path, "' does not exist");
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path, c10::Device(c10::kCPU));
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, "Trainer: cannot read checkpoint '", path, "' (corrupt or not a checkpoint): ",
+             e.what_without_backtrace());
+  }
+  const std::string what = "checkpoint '" + path + "'";
+  auto read_int = [&](const char* key) {
+    c10::IValue v;
+    MD_CHECK(ar.try_read(key, v) && v.isInt(), what, ": missing or bad '", key, "'");
+    return v.toInt();
+  };
+  const int64_t format = read_int("format");
+  MD_CHECK(format == kCheckpointFormat, what, ": format ", format, " is not supported (expected ", kCheckpointFormat, ")");
+  const int64_t step = read_int("step");
+  const int64_t skipped = read_int("skipped");
+  MD_CHECK(step >= 0 && step <= options_.steps(), what, ": step ", step, " is outside this run's 0..",
+           options_.steps());
+  const NamedTensors model = read_named_tensors(ar, "model");
+  NamedTensors ema;
+  if (ema_) ema = read_named_tensors(ar, "ema");
+  const NamedTensors rng = read_named_tensors(ar, "rng");
+  const NamedTensors data = read_named_tensors(ar, "data");
+  std::vector<NamedTensors> term_states;
+  for (const auto& [term, w] : terms_) term_states.push_back(read_named_tensors(ar, "term_" + term->name()));
+  torch::serialize::InputArchive opt_ar;
+  MD_CHECK(ar.try_read("optimizer", opt_ar), what, ": no optimizer state");
+
+  // Everything is read; apply. The model first (it validates names and shapes before copying).
+  load_module_state(*model_, model, what);
+  auto optimizer = make_optimizer();
+  try {
+    optimizer->load(opt_ar);
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, what, ": optimizer state does not fit this model: ", e.what_without_backtrace());
+  }
+  optimizer_ = std::move(optimizer);
+  if (ema_) ema_->load_named_state(ema);
+  for (const auto& [name, st] : rng) {
+    if (name == "trainer") {
+      set_generator_state(gen_, st);
+    } else if (name.rfind("default", 0) == 0) {
+      const size_t i = std::stoul(name.substr(7));
+      auto defaults = default_generators();
+      if (i < defaults.size()) set_generator_state(defaults[i], st);
+    }
+  }
+  for (const auto& [name, st] : data) {
+    if (name == "train") {
+      MD_CHECK(static_cast<bool>(train_.load_state), what, ": the data source cannot restore its position");
+      train_.load_state(st);
+    }
+  }
+  for (size_t i = 0; i < terms_.size(); ++i) terms_[i].first->load_state(term_states[i]);
+  step_ = step;
+  skipped_ = skipped;
+}
+
+bool Trainer::resume() {
+  MD_CHECK_VALUE(!options_.out_dir().empty(), "Trainer::resume: no out_dir set");
+  const auto files = list_checkpoints((fs::path(options_.out_dir()) / "checkpoints").string());
+  if (files.empty()) return false;
+  std::string errors;
+  for (auto it = files.rbegin(); it != files.rend(); ++it) {
+    try {
+      load_checkpoint(it->path);
+      if (!errors.empty()) fmt::print(stderr, "warning: skipped unreadable checkpoints:{}\n", errors);
+      return true;
+    } catch (const c10::Error& e) {
+      errors += "\n  " + std::string(e.what_without_backtrace());
+    }
+  }
+  MD_CHECK(false, "Trainer::resume: no readable checkpoint in '", options_.out_dir(), "/checkpoints':", errors);
+  return false;
+}
+
+}  // namespace manifold_diffusion
