@@ -38,6 +38,7 @@
 #include <manifold_diffusion/samplers/sampler.h>
 #include <manifold_diffusion/samplers/unipc.h>
 #include <manifold_diffusion/samplers/diffusers_config.h>
+#include <manifold_diffusion/samplers/factory.h>
 #include <manifold_diffusion/metrics/distribution.h>
 #include <manifold_diffusion/metrics/image.h>
 #include <manifold_diffusion/metrics/neighbours.h>

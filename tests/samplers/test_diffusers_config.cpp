@@ -1,5 +1,6 @@
 #include <manifold_diffusion/samplers/diffusers_config.h>
 #include <manifold_diffusion/samplers/euler.h>
+#include <manifold_diffusion/samplers/factory.h>
 #include <manifold_diffusion/samplers/unipc.h>
 
 #include "test_util.h"
@@ -61,3 +62,16 @@ TEST(DiffusersConfig, RefusesWhatDoesNotMap) {
 }
 
 }  // namespace
+
+TEST(SamplerFactory, EveryNameMakesItsSamplerAndBadInputIsRejected) {
+  for (const auto& name : mdiff::sampler_names()) {
+    const auto s = mdiff::make_sampler(name, 7);
+    ASSERT_NE(s, nullptr) << name;
+    EXPECT_GE(s->num_model_evaluations(), 7) << name;
+  }
+  EXPECT_NE(mdiff::make_sampler("ddim", 5, 1.0)->options_json().find("\"eta\":1"), std::string::npos)
+      << mdiff::make_sampler("ddim", 5, 1.0)->options_json();
+  MD_EXPECT_ERROR(mdiff::make_sampler("dpm++", 5), "unknown sampler 'dpm++'", "dpmpp_2m");
+  MD_EXPECT_ERROR(mdiff::make_sampler("ddim", 0), "steps", "0");
+  MD_EXPECT_ERROR(mdiff::make_sampler("euler", 5, 0.5), "eta", "ddim");
+}
