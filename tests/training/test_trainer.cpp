@@ -366,3 +366,23 @@ TEST_F(SmallNetworkTest, ProgressBarPrintsPlainLinesOffATerminal) {
   EXPECT_NE(out.find("ETA"), std::string::npos);
   EXPECT_EQ(out.find('\r'), std::string::npos);
 }
+
+TEST_F(SmallNetworkTest, LoadWeightsTakesTheEmaOrTheTrainedWeights) {
+  const Toy data = gaussian_toy(128, 2, 1.0, 9);
+  const std::string dir = temp_dir("weights");
+  ToyRun r = make_run(mdiff::TrainerOptions(3).ema_decay(0.5).out_dir(dir).checkpoint_every(3), data, 1);
+  r.trainer->fit();
+  const std::string path = mdiff::checkpoint_path(dir + "/checkpoints", 3);
+  ToyRun fresh = make_run(mdiff::TrainerOptions(3), data, 2);
+  EXPECT_EQ(mdiff::load_weights(path, *fresh.net, /*ema=*/false), 3);
+  expect_same_module(*r.net, *fresh.net);
+  EXPECT_EQ(mdiff::load_weights(path, *fresh.net), 3);
+  for (const auto& [name, t] : r.trainer->ema()->shadow_parameters()) {
+    EXPECT_TRUE(at::equal(t, fresh.net->named_parameters()[name])) << name;
+  }
+  ToyRun no_ema = make_run(mdiff::TrainerOptions(1).ema_decay(0).out_dir(dir + "/b").checkpoint_every(1), data, 1);
+  no_ema.trainer->fit();
+  MD_EXPECT_ERROR(mdiff::load_weights(mdiff::checkpoint_path(dir + "/b/checkpoints", 1), *fresh.net), "no EMA");
+  MD_EXPECT_ERROR(mdiff::load_weights(dir + "/none.pt", *fresh.net), "none.pt", "does not exist");
+  fs::remove_all(dir);
+}

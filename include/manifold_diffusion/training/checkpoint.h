@@ -72,6 +72,17 @@ NamedTensors read_named_tensors(torch::serialize::InputArchive& archive, const s
 /// a shape mismatch, is an error naming it (`what` prefixes messages, e.g. the file name).
 void load_module_state(torch::nn::Module& module, const NamedTensors& source, const std::string& what);
 
+/// Loads a model's weights from a Trainer checkpoint into `module`: the EMA weights when `ema` is
+/// true (an error when the checkpoint has none), else the trained weights. Returns the checkpoint's
+/// step. For sampling programs that need no Trainer.
+///
+/// Example:
+/// \code
+///   mdiff::UNet unet(mdiff::UNetOptions::from_json(config));
+///   int64_t step = mdiff::load_weights("out/fmnist/checkpoints/ckpt-00020000.pt", *unet);
+/// \endcode
+int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema = true);
+
 /// Parameters and buffers of `module` by name (detached, sharing storage).
 NamedTensors module_state(const torch::nn::Module& module);
 
