@@ -226,5 +226,42 @@ TrainValidation validation_split(const LabeledImages& data, double fraction, uin
   return {subset(data, train), subset(data, val)};
 }
 
+const std::vector<std::string>& fashion_mnist_classes() {
+  static const std::vector<std::string> names{"t-shirt/top", "trouser", "pullover", "dress", "coat",
+                                              "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
+  return names;
+}
+
+namespace {
+std::string fold_class_name(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    if (c == '-' || c == '_' || c == ' ' || c == '/') continue;
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+}  // namespace
+
+int64_t class_index(const std::vector<std::string>& classes, const std::string& name) {
+  const std::string key = fold_class_name(name);
+  MD_CHECK_VALUE(!key.empty(), "class_index: empty class name");
+  int64_t prefix_match = -1;
+  int64_t prefix_count = 0;
+  for (size_t i = 0; i < classes.size(); ++i) {
+    const std::string c = fold_class_name(classes[i]);
+    if (c == key) return static_cast<int64_t>(i);
+    if (c.rfind(key, 0) == 0) {
+      prefix_match = static_cast<int64_t>(i);
+      ++prefix_count;
+    }
+  }
+  if (prefix_count == 1) return prefix_match;
+  std::string known;
+  for (const auto& c : classes) known += (known.empty() ? "'" : ", '") + c + "'";
+  MD_CHECK_VALUE(false, "unknown class name '", name, "'", prefix_count > 1 ? " (ambiguous)" : "", "; known: ", known);
+  return -1;
+}
+
 }  // namespace data
 }  // namespace manifold_diffusion

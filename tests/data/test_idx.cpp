@@ -180,3 +180,14 @@ TEST(DataIdx, FashionMnistTestSplit) {
 }
 
 }  // namespace
+
+TEST(FashionMnistClasses, NamesAndLookup) {
+  const auto& c = mdiff::data::fashion_mnist_classes();
+  ASSERT_EQ(c.size(), 10u);
+  EXPECT_EQ(mdiff::data::class_index(c, "ankle boot"), 9);
+  EXPECT_EQ(mdiff::data::class_index(c, "Ankle_Boot"), 9);
+  EXPECT_EQ(mdiff::data::class_index(c, "T-shirt"), 0);
+  EXPECT_EQ(mdiff::data::class_index(c, "sneaker"), 7);
+  MD_EXPECT_ERROR(mdiff::data::class_index(c, "s"), "ambiguous", "'s'");
+  MD_EXPECT_ERROR(mdiff::data::class_index(c, "hat"), "unknown class name 'hat'", "ankle boot");
+}

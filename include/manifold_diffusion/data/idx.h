@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace manifold_diffusion {
 namespace data {
@@ -72,6 +73,24 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 ///   auto parts = mdiff::data::validation_split(train, 0.1, /*seed=*/0);  // 54000 / 6000
 /// \endcode
 LabeledImages load_fashion_mnist(const std::string& dir, const std::string& split);
+
+/// The ten Fashion-MNIST class names in label order ("t-shirt/top", "trouser", ..., "ankle boot").
+///
+/// Example:
+/// \code
+///   const auto& names = mdiff::data::fashion_mnist_classes();   // names[9] == "ankle boot"
+/// \endcode
+const std::vector<std::string>& fashion_mnist_classes();
+
+/// The label of a class name in `classes`, ignoring case and treating '-', '_' and ' ' alike
+/// ("Ankle_Boot" finds "ankle boot"; "tshirt" finds "t-shirt/top" by prefix when unique). An
+/// unknown name is an error that lists the known ones.
+///
+/// Example:
+/// \code
+///   int64_t boot = mdiff::data::class_index(mdiff::data::fashion_mnist_classes(), "ankle boot");  // 9
+/// \endcode
+int64_t class_index(const std::vector<std::string>& classes, const std::string& name);
 
 /// A data set cut in two.
 ///

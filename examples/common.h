@@ -1,0 +1,64 @@
+// Pieces shared by the bundled programs: the common flags, device/thread setup, and metrics.json.
+#pragma once
+
+#include <manifold_diffusion/manifold_diffusion.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+
+namespace mdiff_program {
+
+/// Flags every program takes.
+struct CommonFlags {
+  std::string out;
+  uint64_t seed = 0;
+  int threads = 2;
+  std::string device = "cpu";
+};
+
+inline void add_common_flags(CLI::App& app, CommonFlags& f) {
+  app.add_option("--out", f.out, "output folder")->capture_default_str();
+  app.add_option("--seed", f.seed, "random seed")->capture_default_str();
+  app.add_option("--threads", f.threads, "intra-op CPU threads (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--device", f.device, "cpu, cuda or cuda:N")->capture_default_str();
+}
+
+/// Sets threads and seeds, creates the output folder, prints the build line; returns the device.
+inline c10::Device setup(CommonFlags& f, const char* program) {
+  f.threads = mdiff::set_num_threads(f.threads);
+  mdiff::manual_seed(f.seed);
+  const c10::Device device = mdiff::parse_device(f.device);
+  std::filesystem::create_directories(f.out);
+  fmt::print("{}: {} | device {} | {} threads\n", program, mdiff::describe_build(), device.str(), f.threads);
+  return device;
+}
+
+/// Writes `DIR/metrics.json` atomically and prints it.
+inline void write_metrics(const std::string& dir, const nlohmann::json& metrics) {
+  const std::string path = (std::filesystem::path(dir) / "metrics.json").string();
+  mdiff::atomic_write_text(path, metrics.dump(2) + "\n");
+  fmt::print("{}\nmetrics: {}\n", metrics.dump(), std::filesystem::absolute(path).string());
+}
+
+/// Runs `body` and turns exceptions into a one-line error and exit status 1.
+template <typename F>
+int run_guarded(const char* program, F&& body) {
+  try {
+    body();
+  } catch (const c10::Error& e) {
+    fmt::print(stderr, "{}: error: {}\n", program, e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: error: {}\n", program, e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mdiff_program
