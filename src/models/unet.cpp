@@ -83,6 +83,7 @@ void UNetOptions::validate() const {
     }
   }
   MD_CHECK_VALUE(dropout() >= 0 && dropout() < 1, "UNetOptions: dropout must be in [0, 1), got ", dropout());
+  MD_CHECK_VALUE(augment_dim() >= 0, "UNetOptions: augment_dim must be >= 0 (0: none), got ", augment_dim());
   MD_CHECK_VALUE(num_classes() >= 0, "UNetOptions: num_classes must be >= 0 (0: unconditional), got ", num_classes());
   (void)to_string(time_embedding());  // rejects a value outside the enum
   if (time_embedding() == TimeEmbedding::Fourier) {
@@ -110,6 +111,7 @@ std::string UNetOptions::to_json() const {
   j["time_embedding"] = mdiff::to_string(time_embedding());
   j["fourier_scale"] = fourier_scale();
   j["num_classes"] = num_classes();
+  j["augment_dim"] = augment_dim();
   j["resblock_updown"] = resblock_updown();
   j["learn_sigma"] = learn_sigma();
   j["zero_init_output"] = zero_init_output();
@@ -156,6 +158,8 @@ UNetOptions UNetOptions::from_json(const std::string& text) {
       o.fourier_scale(json_get<double>(j, k, what));
     } else if (k == "num_classes") {
       o.num_classes(json_get<int64_t>(j, k, what));
+    } else if (k == "augment_dim") {
+      o.augment_dim(json_get<int64_t>(j, k, what));
     } else if (k == "resblock_updown") {
       o.resblock_updown(json_get<bool>(j, k, what));
     } else if (k == "learn_sigma") {
@@ -198,6 +202,11 @@ void UNetImpl::reset() {
   label_embedding_ = nullptr;
   if (o.num_classes() > 0) {
     label_embedding_ = register_module("label_embedding", torch::nn::Embedding(o.num_classes() + 1, emb_dim));
+  }
+  augment_embedding_ = nullptr;
+  if (o.augment_dim() > 0) {
+    augment_embedding_ = register_module(
+        "augment_embedding", torch::nn::Linear(torch::nn::LinearOptions(o.augment_dim(), emb_dim).bias(false)));
   }
 
   auto res_options = [&](int64_t in, int64_t out) {
@@ -304,15 +313,16 @@ void UNetImpl::pretty_print(std::ostream& stream) const {
       "manifold_diffusion::UNet(in_channels={}, out_channels={}, base_channels={}, channel_mult=[{}], "
       "num_res_blocks={}, attention_resolutions=[{}], image_size={}, middle_attention={}, num_heads={}, "
       "num_head_channels={}, dropout={}, norm_groups={}, use_scale_shift_norm={}, time_embedding={}, "
-      "fourier_scale={}, num_classes={}, resblock_updown={}, learn_sigma={}, zero_init_output={})",
+      "fourier_scale={}, num_classes={}, augment_dim={}, resblock_updown={}, learn_sigma={}, zero_init_output={})",
       o.in_channels(), o.out_channels(), o.base_channels(), fmt::join(o.channel_mult(), ", "), o.num_res_blocks(),
       fmt::join(o.attention_resolutions(), ", "), o.image_size(), bool_name(o.middle_attention()), o.num_heads(),
       o.num_head_channels(), o.dropout(), o.norm_groups(), bool_name(o.use_scale_shift_norm()),
-      mdiff::to_string(o.time_embedding()), o.fourier_scale(), o.num_classes(), bool_name(o.resblock_updown()),
+      mdiff::to_string(o.time_embedding()), o.fourier_scale(), o.num_classes(), o.augment_dim(), bool_name(o.resblock_updown()),
       bool_name(o.learn_sigma()), bool_name(o.zero_init_output()));
 }
 
-at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& class_labels, int64_t batch, const at::Tensor& like) {
+at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& class_labels, const at::Tensor& augment_labels,
+                           int64_t batch, const at::Tensor& like) {
   const at::Tensor tt = detail::batch_timesteps(t, batch, like.device(), "UNet");
   at::Tensor e = sinusoidal_ ? sinusoidal_(tt) : fourier_(tt);
   e = time_fc2_(at::silu(time_fc1_(e.to(time_fc1_->weight.scalar_type()))));
@@ -321,10 +331,19 @@ at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& class_labels, 
   } else {
     MD_CHECK_VALUE(!class_labels.defined(), "UNet: class_labels given, but the model is unconditional (num_classes = 0)");
   }
+  if (augment_labels.defined()) {
+    MD_CHECK_VALUE(augment_embedding_, "UNet: augment_labels given, but the model takes none (augment_dim = 0)");
+    MD_CHECK_VALUE(augment_labels.dim() == 2 && augment_labels.size(0) == batch &&
+                       augment_labels.size(1) == options_.augment_dim(),
+                   "UNet: augment_labels: expected shape [", batch, ", ", options_.augment_dim(), "], got ",
+                   shape_string(augment_labels));
+    e = e + augment_embedding_(augment_labels.to(e.device(), e.scalar_type()));
+  }
   return e;
 }
 
-at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels) {
+at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels,
+                             const at::Tensor& augment_labels) {
   const UNetOptions& o = options_;
   check_defined(x, "x");
   MD_CHECK_VALUE(x.dim() == 4, "UNet: x: expected 4 dimensions [N, C, H, W], got ", x.dim(), " (shape ",
@@ -340,7 +359,7 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
                  input_conv_->weight.device());
 
   const int64_t batch = x.size(0);
-  const at::Tensor emb = embed(t, class_labels, batch, x);
+  const at::Tensor emb = embed(t, class_labels, augment_labels, batch, x);
 
   at::Tensor h = input_conv_(x);
   std::vector<at::Tensor> skips{h};

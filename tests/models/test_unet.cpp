@@ -269,6 +269,7 @@ TEST_F(UNet, JsonRoundTrip) {
                                    .time_embedding(mdiff::TimeEmbedding::Fourier)
                                    .fourier_scale(0.5)
                                    .num_classes(10)
+                                   .augment_dim(7)
                                    .resblock_updown(true)
                                    .learn_sigma(true)
                                    .zero_init_output(false)
@@ -283,6 +284,7 @@ TEST_F(UNet, JsonRoundTrip) {
   EXPECT_EQ(back.time_embedding(), mdiff::TimeEmbedding::Fourier);
   EXPECT_DOUBLE_EQ(back.dropout(), 0.1);
   EXPECT_TRUE(back.learn_sigma());
+  EXPECT_EQ(back.augment_dim(), 7);
   EXPECT_FALSE(back.middle_attention());
   // Defaults fill what is missing.
   const auto minimal = mdiff::UNetOptions::from_json(R"({"in_channels": 1, "out_channels": 1})");
@@ -375,3 +377,17 @@ TEST_F(UNet, DDPMCifar10ParameterCount) {
 }
 
 }  // namespace
+
+TEST_F(UNet, AugmentLabelsConditionTheOutputAndZerosAreTheIdentity) {
+  mdiff::UNet net(tiny().augment_dim(3).zero_init_output(false));
+  net->eval();
+  const at::Tensor x = at::randn({2, 1, 8, 8});
+  const at::Tensor t = at::tensor({10.0, 500.0});
+  const at::Tensor plain = net->forward(x, t);
+  EXPECT_TRUE(at::allclose(net->forward(x, t, {}, at::zeros({2, 3})), plain, 1e-6, 1e-6));
+  EXPECT_FALSE(at::allclose(net->forward(x, t, {}, at::ones({2, 3})), plain, 1e-4, 1e-4));
+  MD_EXPECT_ERROR(net->forward(x, t, {}, at::zeros({2, 4})), "augment_labels", "[2, 3]");
+  mdiff::UNet none(tiny());
+  MD_EXPECT_ERROR(none->forward(x, t, {}, at::zeros({2, 3})), "augment_dim = 0");
+  MD_EXPECT_ERROR(mdiff::UNet(tiny().augment_dim(-1)), "augment_dim", "-1");
+}

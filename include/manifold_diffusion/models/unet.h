@@ -85,6 +85,9 @@ struct UNetOptions {
   /// 0: unconditional. Otherwise labels 0 .. num_classes - 1 plus a null class (index num_classes,
   /// or label -1) for classifier-free guidance; an embedding table of num_classes + 1 rows.
   TORCH_ARG(int64_t, num_classes) = 0;
+  /// Width of the augmentation-parameter conditioning (EDM's non-leaky augmentation: the labels of
+  /// data::Augment, mapped by a bias-free linear layer into the embedding); 0: none.
+  TORCH_ARG(int64_t, augment_dim) = 0;
   /// False: strided-convolution downsampling and nearest-plus-convolution upsampling; true: ADM's
   /// residual blocks with down/up sampling inside.
   TORCH_ARG(bool, resblock_updown) = false;
@@ -140,7 +143,8 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl> {
   /// or a 0-dim tensor used for the whole batch, moved to x's device; class_labels [N] integral in
   /// [-1, num_classes] (num_classes and -1 are the null class), or undefined for the null class.
   /// Returns [N, output_channels(), H, W].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels = {});
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels = {},
+                     const at::Tensor& augment_labels = {});
 
   const UNetOptions& options() const { return options_; }
 
@@ -148,13 +152,15 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl> {
   // One step of the way down, the middle or the way up, in order.
   enum class Step { Res, Attention, Down, Up };
 
-  at::Tensor embed(const at::Tensor& t, const at::Tensor& class_labels, int64_t batch, const at::Tensor& like);
+  at::Tensor embed(const at::Tensor& t, const at::Tensor& class_labels, const at::Tensor& augment_labels, int64_t batch,
+                   const at::Tensor& like);
 
   UNetOptions options_;
   SinusoidalEmbedding sinusoidal_{nullptr};
   FourierEmbedding fourier_{nullptr};
   torch::nn::Linear time_fc1_{nullptr}, time_fc2_{nullptr};
   torch::nn::Embedding label_embedding_{nullptr};
+  torch::nn::Linear augment_embedding_{nullptr};
   torch::nn::Conv2d input_conv_{nullptr}, output_conv_{nullptr};
   torch::nn::GroupNorm output_norm_{nullptr};
   torch::nn::ModuleList down_{nullptr}, middle_{nullptr}, up_{nullptr};

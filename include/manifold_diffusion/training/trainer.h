@@ -37,6 +37,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace torch {
@@ -92,21 +94,35 @@ DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uin
 using NetworkFunction = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels,
                                                  const at::Tensor& augment)>;
 
-/// NetworkFunction for a module holder whose forward is (x, t, labels), e.g. UNet or MLPDenoiser;
-/// augmentation parameters must then be undefined.
+namespace detail {
+template <typename Holder, typename = void>
+struct forward_takes_augment : std::false_type {};
+template <typename Holder>
+struct forward_takes_augment<Holder, std::void_t<decltype(std::declval<Holder&>()->forward(
+                                         std::declval<at::Tensor>(), std::declval<at::Tensor>(),
+                                         std::declval<at::Tensor>(), std::declval<at::Tensor>()))>> : std::true_type {};
+}  // namespace detail
+
+/// NetworkFunction for a module holder whose forward is (x, t, labels) — e.g. MLPDenoiser — or
+/// (x, t, labels, augment_labels) — e.g. UNet with augment_dim > 0. Augmentation parameters given
+/// to a network of the first kind are an error.
 ///
 /// Example:
 /// \code
-///   mdiff::UNet unet(mdiff::UNetOptions(1, 1));
+///   mdiff::UNet unet(mdiff::UNetOptions(1, 1).augment_dim(mdiff::data::Augment::label_dim()));
 ///   mdiff::NetworkFunction f = mdiff::network_function(unet);
 /// \endcode
 template <typename Holder>
 NetworkFunction network_function(Holder holder) {
   return [holder](const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels,
                   const at::Tensor& augment) mutable {
-    TORCH_CHECK_VALUE(!augment.defined(), "network_function: this network takes no augmentation conditioning; ",
-                      "use augmentation without non-leaky labels or a network with augment_dim > 0");
-    return holder->forward(x, t, labels);
+    if constexpr (detail::forward_takes_augment<Holder>::value) {
+      return holder->forward(x, t, labels, augment);
+    } else {
+      TORCH_CHECK_VALUE(!augment.defined(), "network_function: this network takes no augmentation conditioning; ",
+                        "use augmentation without non-leaky labels or a network with augment_dim > 0");
+      return holder->forward(x, t, labels);
+    }
   };
 }
 
