@@ -5,6 +5,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <cstdlib>
+
 namespace {
 
 namespace md = mdiff::data;

@@ -7,7 +7,12 @@
 #include <ATen/ATen.h>
 #include <torch/utils.h>
 
+#include <cmath>
+#include <filesystem>
 #include <fstream>
+#include <string>
+
+#include <unistd.h>
 
 namespace {
 

@@ -35,7 +35,7 @@ namespace metrics {
 ///
 /// Example:
 /// \code
-///   auto opts = mdiff::metrics::ImageClassifierOptions().in_channels(1).width(32).feature_dim(128);
+///   auto opts = mdiff::metrics::ImageClassifierOptions().in_channels(1).width(16).feature_dim(128);
 /// \endcode
 struct ImageClassifierOptions {
   /// Channels of the input images.
@@ -45,7 +45,7 @@ struct ImageClassifierOptions {
   /// Number of classes (at least 2).
   TORCH_ARG(int64_t, num_classes) = 10;
   /// Channels of the first stage; the second stage has twice as many.
-  TORCH_ARG(int64_t, width) = 32;
+  TORCH_ARG(int64_t, width) = 16;
   /// Size of the penultimate layer: the features of features() and feature_fd().
   TORCH_ARG(int64_t, feature_dim) = 128;
   /// Dropout before the last layer (training only).
@@ -100,11 +100,11 @@ TORCH_MODULE(ImageClassifier);
 ///
 /// Example:
 /// \code
-///   auto opts = mdiff::metrics::ClassifierTrainOptions().epochs(4).batch_size(128).lr(2e-3).seed(1);
+///   auto opts = mdiff::metrics::ClassifierTrainOptions().epochs(3).batch_size(128).lr(2e-3).seed(1);
 /// \endcode
 struct ClassifierTrainOptions {
   /// Passes over the training set.
-  TORCH_ARG(int64_t, epochs) = 4;
+  TORCH_ARG(int64_t, epochs) = 2;
   /// Images per optimiser step.
   TORCH_ARG(int64_t, batch_size) = 128;
   /// Peak learning rate of AdamW; it decays to 0 along a half cosine over the run.
