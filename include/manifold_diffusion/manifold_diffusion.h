@@ -18,7 +18,9 @@
 #include <manifold_diffusion/core/enum.h>
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/core/version.h>
+#include <manifold_diffusion/data/augment.h>
 #include <manifold_diffusion/data/idx.h>
+#include <manifold_diffusion/data/loader.h>
 #include <manifold_diffusion/data/point_cloud.h>
 #include <manifold_diffusion/data/synthetic.h>
 #include <manifold_diffusion/models/blocks.h>
@@ -40,6 +42,7 @@
 #include <manifold_diffusion/samplers/diffusers_config.h>
 #include <manifold_diffusion/samplers/factory.h>
 #include <manifold_diffusion/metrics/distribution.h>
+#include <manifold_diffusion/metrics/feature_classifier.h>
 #include <manifold_diffusion/metrics/image.h>
 #include <manifold_diffusion/metrics/neighbours.h>
 #include <manifold_diffusion/training/callbacks.h>
