@@ -112,6 +112,22 @@ DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uin
   return src;
 }
 
+DataSource loader_source(std::shared_ptr<data::TensorLoader> loader) {
+  MD_CHECK_VALUE(loader != nullptr, "loader_source: loader is null");
+  DataSource src;
+  src.next = [loader] {
+    data::Batch b = loader->next();
+    TrainBatch t;
+    t.x0 = std::move(b.data);
+    t.labels = std::move(b.labels);
+    t.augment = std::move(b.aug_labels);
+    return t;
+  };
+  src.state = [loader] { return loader->state(); };
+  src.load_state = [loader](const at::Tensor& st) { loader->load_state(st); };
+  return src;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mixed precision
 

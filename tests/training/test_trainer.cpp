@@ -386,3 +386,42 @@ TEST_F(SmallNetworkTest, LoadWeightsTakesTheEmaOrTheTrainedWeights) {
   MD_EXPECT_ERROR(mdiff::load_weights(dir + "/none.pt", *fresh.net), "none.pt", "does not exist");
   fs::remove_all(dir);
 }
+
+// The same kill-and-resume equality with the shuffling, multi-threaded loader and an augmentation
+// transform: the loader's (epoch, batch) state and its per-batch generators carry the data order.
+TEST_F(SmallNetworkTest, ResumeWithTheThreadedLoaderEqualsUninterruptedRun) {
+  const Toy data = gaussian_toy(40, 3, 1.0, 12);
+  auto make = [&](const std::string& dir, uint64_t init) {
+    auto loader = std::make_shared<mdiff::data::TensorLoader>(
+        data.x, data.labels,
+        mdiff::data::LoaderOptions(16).seed(3).num_workers(2).transform(
+            [](mdiff::data::Batch b, at::Generator& g) {
+              b.data = b.data + 0.01 * at::randn(b.data.sizes(), g, at::TensorOptions(at::kFloat));
+              return b;
+            }));
+    at::manual_seed(init);
+    ToyRun r;
+    r.net = mdiff::MLPDenoiser(mdiff::MLPDenoiserOptions(3).hidden(16).num_blocks(1).num_classes(3));
+    r.trainer = std::make_unique<mdiff::Trainer>(
+        mdiff::TrainerOptions(9).lr(1e-2).ema_decay(0.8).out_dir(dir).checkpoint_every(4), r.net.ptr(),
+        mdiff::network_function(r.net), mdiff::NoiseSchedule::linear(50), mdiff::DenoiserOptions(),
+        mdiff::loader_source(loader));
+    return r;
+  };
+  const std::string dir_a = temp_dir("loader_a"), dir_b = temp_dir("loader_b");
+  ToyRun a = make(dir_a, 1);
+  a.trainer->fit();
+  ToyRun b = make(dir_b, 1);
+  b.trainer->add_callback(std::make_shared<mdiff::LambdaCallback>([](mdiff::Trainer&, const mdiff::TrainStepInfo& s) {
+    if (s.step == 6) throw std::runtime_error("simulated kill");
+    return false;
+  }));
+  EXPECT_THROW(b.trainer->fit(), std::runtime_error);
+  ToyRun c = make(dir_b, 2);
+  ASSERT_TRUE(c.trainer->resume());
+  EXPECT_EQ(c.trainer->step(), 4);
+  c.trainer->fit();
+  expect_same_module(*a.net, *c.net);
+  fs::remove_all(dir_a);
+  fs::remove_all(dir_b);
+}

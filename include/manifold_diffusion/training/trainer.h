@@ -17,6 +17,7 @@
 /// \endcode
 
 #include <manifold_diffusion/core/enum.h>
+#include <manifold_diffusion/data/loader.h>
 #include <manifold_diffusion/models/denoiser.h>
 #include <manifold_diffusion/models/ema.h>
 #include <manifold_diffusion/schedules/noise_schedule.h>
@@ -88,6 +89,18 @@ struct DataSource {
 ///   mdiff::DataSource src = mdiff::random_batches(points, {}, 512, 7);
 /// \endcode
 DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed);
+
+/// A DataSource over a data::TensorLoader (epochs shuffled by seed, batches assembled on worker
+/// threads, optional augmentation): x0 = batch.data, labels = batch.labels, augment =
+/// batch.aug_labels; its state is the loader's (epoch, batch index).
+///
+/// Example:
+/// \code
+///   auto loader = std::make_shared<mdiff::data::TensorLoader>(images, labels,
+///       mdiff::data::LoaderOptions(128).seed(1).drop_last(true).num_workers(2));
+///   mdiff::DataSource src = mdiff::loader_source(loader);
+/// \endcode
+DataSource loader_source(std::shared_ptr<data::TensorLoader> loader);
 
 /// The network as the Trainer calls it: (x_t, model time, conditioning labels, augmentation
 /// parameters). Either of the last two may be undefined.
