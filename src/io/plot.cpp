@@ -401,15 +401,36 @@ void draw_axes(Canvas& c, const Frame& f, const Layout& l) {
   if (!f.y_label.empty()) c.text(14, (l.top + l.bottom) / 2, f.y_label, 1, Anchor::Middle, true);
 }
 
-void draw_legend(Canvas& c, const Layout& l, const std::vector<LegendEntry>& entries, double dot_radius) {
+// The legend goes into the corner of the plot area that covers the fewest of `marks` (pixel
+// positions of the drawn data), preferring top right, top left, bottom right, bottom left.
+void draw_legend(Canvas& c, const Layout& l, const std::vector<LegendEntry>& entries, double dot_radius,
+                 const std::vector<std::pair<double, double>>& marks) {
   if (entries.empty()) return;
   size_t longest = 0;
   for (const LegendEntry& e : entries) longest = std::max(longest, e.name.size());
   const double row = 14;
   const double w = 34 + 6.0 * static_cast<double>(longest);
   const double h = 8 + row * static_cast<double>(entries.size());
-  const double x = l.right - w - 6;
-  const double y = l.top + 6;
+  const double corners[4][2] = {{l.right - w - 6, l.top + 6},
+                                {l.left + 6, l.top + 6},
+                                {l.right - w - 6, l.bottom - h - 6},
+                                {l.left + 6, l.bottom - h - 6}};
+  int best = 0;
+  int64_t best_count = -1;
+  for (int k = 0; k < 4; ++k) {
+    int64_t count = 0;
+    for (const auto& m : marks) {
+      const double mx = m.first - corners[k][0];
+      const double my = m.second - corners[k][1];
+      count += (mx >= -4 && mx <= w + 4 && my >= -4 && my <= h + 4) ? 1 : 0;
+    }
+    if (best_count < 0 || count < best_count) {
+      best = k;
+      best_count = count;
+    }
+  }
+  const double x = corners[best][0];
+  const double y = corners[best][1];
   c.rect(x, y, w, h, kWhite, Color{160, 160, 160});
   for (size_t i = 0; i < entries.size(); ++i) {
     const double cy = y + 4 + row * (static_cast<double>(i) + 0.5);
@@ -485,11 +506,13 @@ void draw_lines(Canvas& c, const LinePlotOptions& o, const std::vector<LinePlot:
   const Layout l = make_layout(f, e.x_lo, e.x_hi, e.y_lo, e.y_hi);
   draw_axes(c, f, l);
   c.begin_clip(l.left, l.top, l.right - l.left, l.bottom - l.top);
+  std::vector<std::pair<double, double>> marks;
   for (const auto& s : series) {
     std::vector<std::pair<double, double>> run;
     for (size_t i = 0; i <= s.x.size(); ++i) {
       if (i == s.x.size() || std::isnan(s.y[i])) {
         if (!run.empty()) c.polyline(run, s.color, o.line_width());
+        marks.insert(marks.end(), run.begin(), run.end());
         run.clear();
       } else {
         run.emplace_back(l.px(s.x[i]), l.py(s.y[i]));
@@ -501,7 +524,7 @@ void draw_lines(Canvas& c, const LinePlotOptions& o, const std::vector<LinePlot:
   for (const auto& s : series) {
     if (!s.name.empty()) legend.push_back({s.name, s.color, true});
   }
-  draw_legend(c, l, legend, 0);
+  draw_legend(c, l, legend, 0, marks);
 }
 
 void draw_points(Canvas& c, const ScatterPlotOptions& o, const std::vector<ScatterPlot::Group>& groups) {
@@ -515,15 +538,19 @@ void draw_points(Canvas& c, const ScatterPlotOptions& o, const std::vector<Scatt
   const Layout l = make_layout(f, e.x_lo, e.x_hi, e.y_lo, e.y_hi);
   draw_axes(c, f, l);
   c.begin_clip(l.left, l.top, l.right - l.left, l.bottom - l.top);
+  std::vector<std::pair<double, double>> marks;
   for (const auto& g : groups) {
-    for (size_t i = 0; i < g.x.size(); ++i) c.dot(l.px(g.x[i]), l.py(g.y[i]), o.point_size(), g.color, o.alpha());
+    for (size_t i = 0; i < g.x.size(); ++i) {
+      marks.emplace_back(l.px(g.x[i]), l.py(g.y[i]));
+      c.dot(marks.back().first, marks.back().second, o.point_size(), g.color, o.alpha());
+    }
   }
   c.end_clip();
   std::vector<LegendEntry> legend;
   for (const auto& g : groups) {
     if (!g.name.empty()) legend.push_back({g.name, g.color, false});
   }
-  draw_legend(c, l, legend, o.point_size());
+  draw_legend(c, l, legend, o.point_size(), marks);
 }
 
 }  // namespace
