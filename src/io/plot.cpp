@@ -319,9 +319,19 @@ std::vector<Tick> nice_ticks(double lo, double hi, bool log_axis, int target = 5
   if (log_axis) {
     const auto first = static_cast<int64_t>(std::ceil(lo - 1e-9));
     const auto last = static_cast<int64_t>(std::floor(hi + 1e-9));
-    if (last - first >= 1) {
+    if (last - first >= 3) {
       const int64_t every = std::max<int64_t>(1, (last - first + target - 1) / target);
       for (int64_t e = first; e <= last; e += every) ticks.push_back({static_cast<double>(e), tick_label(std::pow(10.0, e))});
+      return ticks;
+    }
+    if (hi - lo >= 1) {
+      // A few decades: 1, 2 and 5 times each power of ten.
+      for (auto e = static_cast<int64_t>(std::floor(lo)); e <= last; ++e) {
+        for (double m : {1.0, 2.0, 5.0}) {
+          const double at = static_cast<double>(e) + std::log10(m);
+          if (at >= lo - 1e-9 && at <= hi + 1e-9) ticks.push_back({at, tick_label(m * std::pow(10.0, e))});
+        }
+      }
       return ticks;
     }
   }
