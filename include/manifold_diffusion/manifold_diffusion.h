@@ -41,3 +41,6 @@
 #include <manifold_diffusion/metrics/distribution.h>
 #include <manifold_diffusion/metrics/image.h>
 #include <manifold_diffusion/metrics/neighbours.h>
+#include <manifold_diffusion/io/png.h>
+#include <manifold_diffusion/io/plot.h>
+#include <manifold_diffusion/data/image_folder.h>
