@@ -73,8 +73,8 @@ ImageFolder load_image_folder(const std::string& dir, const ImageFolderOptions& 
   MD_CHECK_VALUE(options.channels() == 1 || options.channels() == 3,
                  "ImageFolderOptions::channels must be 1 or 3, got ", options.channels());
   const std::vector<int64_t>& size = options.size();
-  MD_CHECK_VALUE(size.size() <= 2, "ImageFolderOptions::size must be {}, {side} or {height, width}, got ",
-                 size.size(), " values");
+  MD_CHECK_VALUE(size.size() <= 2, "ImageFolderOptions::size must be {}, {side} or {height, width}, got ", size.size(),
+                 " values");
   for (int64_t s : size) check_positive(s, "ImageFolderOptions::size entries");
   check_non_negative(options.max_files(), "ImageFolderOptions::max_files");
   MD_CHECK_VALUE(!options.extensions().empty(), "ImageFolderOptions::extensions must not be empty");
@@ -146,9 +146,9 @@ ImageFolder load_image_folder(const std::string& dir, const ImageFolderOptions& 
     if (!size.empty()) {
       img = resize(img, size[0], size.size() == 2 ? size[1] : size[0]);
     } else if (!images.empty()) {
-      MD_CHECK_VALUE(img.size(1) == images[0].size(1) && img.size(2) == images[0].size(2), "load_image_folder: '",
-                     path, "' is ", img.size(1), " x ", img.size(2), " but '", out.files[0], "' is ",
-                     images[0].size(1), " x ", images[0].size(2), "; set ImageFolderOptions::size to resize them");
+      MD_CHECK_VALUE(img.size(1) == images[0].size(1) && img.size(2) == images[0].size(2), "load_image_folder: '", path,
+                     "' is ", img.size(1), " x ", img.size(2), " but '", out.files[0], "' is ", images[0].size(1),
+                     " x ", images[0].size(2), "; set ImageFolderOptions::size to resize them");
     }
     images.push_back(img.contiguous());
     labels.push_back(label_of.at(f.cls));

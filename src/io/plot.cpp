@@ -139,11 +139,21 @@ std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         // Control characters are not allowed in XML 1.0.
         if (static_cast<unsigned char>(c) >= 0x20 || c == '\t') out.push_back(c);
@@ -162,8 +172,8 @@ class SvgCanvas : public Canvas {
  public:
   SvgCanvas(int64_t w, int64_t h) {
     out_ << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-         << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h << "\" viewBox=\"0 0 "
-         << w << " " << h << "\" font-family=\"sans-serif\">\n"
+         << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h << "\" viewBox=\"0 0 " << w
+         << " " << h << "\" font-family=\"sans-serif\">\n"
          << "<rect x=\"0\" y=\"0\" width=\"" << w << "\" height=\"" << h << "\" fill=\"#ffffff\"/>\n";
   }
   void line(double x0, double y0, double x1, double y1, Color c, double width) override {
@@ -215,7 +225,10 @@ class SvgCanvas : public Canvas {
 class RasterCanvas : public Canvas {
  public:
   RasterCanvas(int64_t w, int64_t h)
-      : w_(w), h_(h), pix_(static_cast<size_t>(w * h * 3), 255), clip_{0, 0, static_cast<double>(w), static_cast<double>(h)} {}
+      : w_(w),
+        h_(h),
+        pix_(static_cast<size_t>(w * h * 3), 255),
+        clip_{0, 0, static_cast<double>(w), static_cast<double>(h)} {}
 
   void line(double x0, double y0, double x1, double y1, Color c, double width) override {
     const double r = std::max(0.5, width / 2);
@@ -228,7 +241,8 @@ class RasterCanvas : public Canvas {
   }
   void polyline(const std::vector<std::pair<double, double>>& pts, Color c, double width) override {
     if (pts.size() == 1) stamp(pts[0].first, pts[0].second, std::max(0.5, width / 2), c, 1.0);
-    for (size_t i = 1; i < pts.size(); ++i) line(pts[i - 1].first, pts[i - 1].second, pts[i].first, pts[i].second, c, width);
+    for (size_t i = 1; i < pts.size(); ++i)
+      line(pts[i - 1].first, pts[i - 1].second, pts[i].first, pts[i].second, c, width);
   }
   void dot(double x, double y, double r, Color c, double alpha) override { stamp(x, y, r, c, alpha); }
   void rect(double x, double y, double w, double h, Color fill, Color stroke) override {
@@ -321,7 +335,8 @@ std::vector<Tick> nice_ticks(double lo, double hi, bool log_axis, int target = 5
     const auto last = static_cast<int64_t>(std::floor(hi + 1e-9));
     if (last - first >= 3) {
       const int64_t every = std::max<int64_t>(1, (last - first + target - 1) / target);
-      for (int64_t e = first; e <= last; e += every) ticks.push_back({static_cast<double>(e), tick_label(std::pow(10.0, e))});
+      for (int64_t e = first; e <= last; e += every)
+        ticks.push_back({static_cast<double>(e), tick_label(std::pow(10.0, e))});
       return ticks;
     }
     if (hi - lo >= 1) {
@@ -407,7 +422,8 @@ void draw_axes(Canvas& c, const Frame& f, const Layout& l) {
     c.text(l.left - 8, l.py(t.at), t.label, 1, Anchor::End, false);
   }
   if (!f.title.empty()) c.text((l.left + l.right) / 2, 18, f.title, 2, Anchor::Middle, false);
-  if (!f.x_label.empty()) c.text((l.left + l.right) / 2, static_cast<double>(f.height) - 14, f.x_label, 1, Anchor::Middle, false);
+  if (!f.x_label.empty())
+    c.text((l.left + l.right) / 2, static_cast<double>(f.height) - 14, f.x_label, 1, Anchor::Middle, false);
   if (!f.y_label.empty()) c.text(14, (l.top + l.bottom) / 2, f.y_label, 1, Anchor::Middle, true);
 }
 
@@ -566,7 +582,7 @@ void draw_points(Canvas& c, const ScatterPlotOptions& o, const std::vector<Scatt
 }  // namespace
 
 Color default_color(int64_t i) {
-  static const Color kCycle[10] = {{31, 119, 180}, {255, 127, 14},  {44, 160, 44},  {214, 39, 40},  {148, 103, 189},
+  static const Color kCycle[10] = {{31, 119, 180}, {255, 127, 14},  {44, 160, 44},   {214, 39, 40},  {148, 103, 189},
                                    {140, 86, 75},  {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}};
   return kCycle[((i % 10) + 10) % 10];
 }
@@ -581,8 +597,8 @@ LinePlot::LinePlot(LinePlotOptions options) : options_(std::move(options)) {
 
 LinePlot& LinePlot::add(const std::string& name, const std::vector<double>& x, const std::vector<double>& y,
                         Color color) {
-  MD_CHECK_VALUE(x.size() == y.size(), "LinePlot::add: series '", name, "' has ", x.size(), " x values and ",
-                 y.size(), " y values");
+  MD_CHECK_VALUE(x.size() == y.size(), "LinePlot::add: series '", name, "' has ", x.size(), " x values and ", y.size(),
+                 " y values");
   Series s{name, color, {}, {}};
   s.x.reserve(x.size());
   s.y.reserve(y.size());
@@ -648,8 +664,8 @@ ScatterPlot& ScatterPlot::add(const std::string& name, const at::Tensor& points,
   check_defined(points, "ScatterPlot::add: points");
   MD_CHECK_VALUE(points.dim() == 2 && points.size(1) == 2, "ScatterPlot::add: points of group '", name,
                  "' must be [N, 2], got shape ", shape_string(points), " (project wider points with project_2d)");
-  MD_CHECK_TYPE(!points.is_complex() && points.scalar_type() != at::kBool, "ScatterPlot::add: points must be real, got ",
-                points.scalar_type());
+  MD_CHECK_TYPE(!points.is_complex() && points.scalar_type() != at::kBool,
+                "ScatterPlot::add: points must be real, got ", points.scalar_type());
   const std::vector<double> v = to_doubles(points);
   Group g{name, color, {}, {}};
   for (size_t i = 0; i + 1 < v.size(); i += 2) {

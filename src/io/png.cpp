@@ -21,7 +21,7 @@ namespace {
 
 constexpr uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 constexpr uint32_t kMaxChunkLength = 0x7fffffffu;  // the PNG limit: 2^31 - 1
-constexpr size_t kZlibStep = size_t{1} << 30;       // zlib counts in 32-bit unsigned ints
+constexpr size_t kZlibStep = size_t{1} << 30;      // zlib counts in 32-bit unsigned ints
 
 uint32_t be32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
@@ -57,23 +57,33 @@ struct Header {
 
 int samples_per_pixel(int color) {
   switch (color) {
-    case 0: return 1;
-    case 2: return 3;
-    case 3: return 1;
-    case 4: return 2;
-    case 6: return 4;
-    default: return 0;
+    case 0:
+      return 1;
+    case 2:
+      return 3;
+    case 3:
+      return 1;
+    case 4:
+      return 2;
+    case 6:
+      return 4;
+    default:
+      return 0;
   }
 }
 
 bool depth_allowed(int color, int depth) {
   switch (color) {
-    case 0: return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
-    case 3: return depth == 1 || depth == 2 || depth == 4 || depth == 8;
+    case 0:
+      return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+    case 3:
+      return depth == 1 || depth == 2 || depth == 4 || depth == 8;
     case 2:
     case 4:
-    case 6: return depth == 8 || depth == 16;
-    default: return false;
+    case 6:
+      return depth == 8 || depth == 16;
+    default:
+      return false;
   }
 }
 
@@ -81,8 +91,8 @@ bool depth_allowed(int color, int depth) {
 struct Pass {
   int64_t x0, y0, dx, dy;
 };
-constexpr std::array<Pass, 7> kAdam7 = {{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4},
-                                         {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}}};
+constexpr std::array<Pass, 7> kAdam7 = {
+    {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}}};
 
 int64_t pass_extent(int64_t size, int64_t start, int64_t step) {
   return size > start ? (size - start + step - 1) / step : 0;
@@ -120,8 +130,8 @@ void inflate_exact(const std::vector<uint8_t>& in, std::vector<uint8_t>& out, co
     if (before_out == 0) break;  // the image is complete
     ret = inflate(&zs, Z_NO_FLUSH);
     if (ret == Z_STREAM_END) break;
-    MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where, ": corrupt zlib data in IDAT: ",
-                   zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
+    MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where,
+                   ": corrupt zlib data in IDAT: ", zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
     const bool progress = zs.avail_in != before_in || zs.avail_out != before_out;
     if (!progress && zs.avail_in == 0 && in_pos == in.size()) break;  // input exhausted
   }
@@ -142,11 +152,11 @@ void inflate_exact(const std::vector<uint8_t>& in, std::vector<uint8_t>& out, co
       }
       const uInt before_in = zs.avail_in;
       ret = inflate(&zs, Z_NO_FLUSH);
-      MD_CHECK_VALUE(zs.avail_out == 1, where, ": image data too long: IDAT decompresses to more than the ",
-                     out.size(), " bytes the header needs");
+      MD_CHECK_VALUE(zs.avail_out == 1, where, ": image data too long: IDAT decompresses to more than the ", out.size(),
+                     " bytes the header needs");
       if (ret == Z_STREAM_END) break;
-      MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where, ": corrupt zlib data in IDAT: ",
-                     zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
+      MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where,
+                     ": corrupt zlib data in IDAT: ", zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
       MD_CHECK_VALUE(zs.avail_in != before_in || in_pos < in.size(), where,
                      ": the zlib stream in IDAT is truncated (no end-of-stream marker)");
     }
@@ -171,7 +181,8 @@ void unfilter(uint8_t* data, int64_t rows, int64_t stride, int64_t bpp, const st
     const int filter = row[0];
     uint8_t* cur = row + 1;
     switch (filter) {
-      case 0: break;
+      case 0:
+        break;
       case 1:
         for (int64_t i = bpp; i < stride; ++i) cur[i] = static_cast<uint8_t>(cur[i] + cur[i - bpp]);
         break;
@@ -231,10 +242,10 @@ at::Tensor decode(const std::vector<uint8_t>& bytes, const PngReadOptions& optio
     const uint32_t length = be32(bytes.data() + pos);
     const uint8_t* type = bytes.data() + pos + 4;
     const std::string name = chunk_name(type);
-    MD_CHECK_VALUE(length <= kMaxChunkLength, where, ": chunk '", name, "' at byte ", pos, " declares length ",
-                   length, ", above the PNG limit of 2^31 - 1");
-    MD_CHECK_VALUE(uint64_t{length} + 12 <= n - pos, where, ": chunk '", name, "' at byte ", pos, " is truncated: ",
-                   "it needs ", uint64_t{length} + 12, " bytes, ", n - pos, " are left");
+    MD_CHECK_VALUE(length <= kMaxChunkLength, where, ": chunk '", name, "' at byte ", pos, " declares length ", length,
+                   ", above the PNG limit of 2^31 - 1");
+    MD_CHECK_VALUE(uint64_t{length} + 12 <= n - pos, where, ": chunk '", name, "' at byte ", pos,
+                   " is truncated: ", "it needs ", uint64_t{length} + 12, " bytes, ", n - pos, " are left");
     const uint8_t* data = type + 4;
     const uint32_t stored_crc = be32(data + length);
     uLong crc = crc32(0L, Z_NULL, 0);
@@ -268,15 +279,15 @@ at::Tensor decode(const std::vector<uint8_t>& bytes, const PngReadOptions& optio
       MD_CHECK_VALUE(data[10] == 0, where, ": unknown compression method ", static_cast<int>(data[10]));
       MD_CHECK_VALUE(data[11] == 0, where, ": unknown filter method ", static_cast<int>(data[11]));
       MD_CHECK_VALUE(h.interlace == 0 || h.interlace == 1, where, ": unknown interlace method ", h.interlace);
-      MD_CHECK_VALUE(h.width * h.height <= options.max_pixels(), where, ": image of ", h.width, " x ", h.height,
-                     " = ", h.width * h.height, " pixels exceeds the limit of ", options.max_pixels(),
+      MD_CHECK_VALUE(h.width * h.height <= options.max_pixels(), where, ": image of ", h.width, " x ", h.height, " = ",
+                     h.width * h.height, " pixels exceeds the limit of ", options.max_pixels(),
                      " (PngReadOptions::max_pixels)");
       have_header = true;
     } else if (name == "PLTE") {
       MD_CHECK_VALUE(compressed.empty(), where, ": PLTE after IDAT");
       MD_CHECK_VALUE(palette.empty(), where, ": more than one PLTE chunk");
-      MD_CHECK_VALUE(length % 3 == 0 && length >= 3 && length <= 768, where, ": PLTE length must be a multiple of 3 in ",
-                     "3..768, got ", length);
+      MD_CHECK_VALUE(length % 3 == 0 && length >= 3 && length <= 768, where,
+                     ": PLTE length must be a multiple of 3 in ", "3..768, got ", length);
       MD_CHECK_VALUE(h.color != 0 && h.color != 4, where, ": PLTE is not allowed for colour type ", h.color);
       palette.assign(data, data + length);
     } else if (name == "tRNS") {
@@ -372,8 +383,7 @@ at::Tensor check_image(const at::Tensor& image, const char* caller) {
   at::Tensor chw = image.dim() == 2 ? image.unsqueeze(0) : image;
   MD_CHECK_VALUE(chw.size(0) >= 1 && chw.size(0) <= 4, caller, ": image must have 1 to 4 channels, got shape ",
                  shape_string(image));
-  MD_CHECK_VALUE(chw.size(1) > 0 && chw.size(2) > 0 && chw.size(1) <= kMaxChunkLength &&
-                     chw.size(2) <= kMaxChunkLength,
+  MD_CHECK_VALUE(chw.size(1) > 0 && chw.size(2) > 0 && chw.size(1) <= kMaxChunkLength && chw.size(2) <= kMaxChunkLength,
                  caller, ": image height and width must be in 1..2^31 - 1, got shape ", shape_string(image));
   return chw.detach().to(at::kCPU).permute({1, 2, 0}).contiguous();
 }
@@ -412,11 +422,20 @@ std::vector<uint8_t> encode_png(const at::Tensor& image) {
         const int up_left = (prev != nullptr && i >= c) ? prev[i - c] : 0;
         int pred = 0;
         switch (f) {
-          case 1: pred = left; break;
-          case 2: pred = up; break;
-          case 3: pred = (left + up) >> 1; break;
-          case 4: pred = paeth(left, up, up_left); break;
-          default: break;
+          case 1:
+            pred = left;
+            break;
+          case 2:
+            pred = up;
+            break;
+          case 3:
+            pred = (left + up) >> 1;
+            break;
+          case 4:
+            pred = paeth(left, up, up_left);
+            break;
+          default:
+            break;
         }
         const auto v = static_cast<uint8_t>(cur[i] - pred);
         candidate[static_cast<size_t>(i)] = v;
@@ -445,8 +464,9 @@ std::vector<uint8_t> encode_png(const at::Tensor& image) {
   // Chunks hold at most 2^31 - 1 bytes: split the compressed stream.
   for (size_t off = 0; off < idat.size() || off == 0; off += kMaxChunkLength) {
     const size_t len = std::min<size_t>(kMaxChunkLength, idat.size() - off);
-    append_chunk(png, "IDAT", std::vector<uint8_t>(idat.begin() + static_cast<std::ptrdiff_t>(off),
-                                                   idat.begin() + static_cast<std::ptrdiff_t>(off + len)));
+    append_chunk(png, "IDAT",
+                 std::vector<uint8_t>(idat.begin() + static_cast<std::ptrdiff_t>(off),
+                                      idat.begin() + static_cast<std::ptrdiff_t>(off + len)));
     if (off + len >= idat.size()) break;
   }
   append_chunk(png, "IEND", {});
@@ -463,8 +483,8 @@ at::Tensor to_uint8_image(const at::Tensor& x, double lo, double hi) {
   check_defined(x, "to_uint8_image: x");
   if (x.scalar_type() == at::kByte) return x.to(at::kCPU);
   check_floating(x, "to_uint8_image: x");
-  MD_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo < hi, "to_uint8_image: need finite lo < hi, got lo = ",
-                 lo, ", hi = ", hi);
+  MD_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo < hi,
+                 "to_uint8_image: need finite lo < hi, got lo = ", lo, ", hi = ", hi);
   at::Tensor t = x.detach().to(at::kCPU, at::kDouble);
   t = at::nan_to_num(t, lo, hi, lo);
   return t.sub(lo).mul_(255.0 / (hi - lo)).round_().clamp_(0, 255).to(at::kByte);
@@ -472,14 +492,14 @@ at::Tensor to_uint8_image(const at::Tensor& x, double lo, double hi) {
 
 at::Tensor make_grid(const at::Tensor& images, const GridOptions& options) {
   check_defined(images, "make_grid: images");
-  MD_CHECK_VALUE(images.dim() == 3 || images.dim() == 4, "make_grid: images must be [N, C, H, W] or [C, H, W], got shape ",
-                 shape_string(images));
+  MD_CHECK_VALUE(images.dim() == 3 || images.dim() == 4,
+                 "make_grid: images must be [N, C, H, W] or [C, H, W], got shape ", shape_string(images));
   check_positive(options.nrow(), "GridOptions::nrow");
   check_non_negative(options.padding(), "GridOptions::padding");
   check_in_range<int64_t>(options.pad_value(), 0, 255, "GridOptions::pad_value");
   const at::Tensor batch = images.dim() == 3 ? images.unsqueeze(0) : images;
-  MD_CHECK_VALUE(batch.size(0) > 0 && batch.size(2) > 0 && batch.size(3) > 0, "make_grid: images must not be empty, got shape ",
-                 shape_string(images));
+  MD_CHECK_VALUE(batch.size(0) > 0 && batch.size(2) > 0 && batch.size(3) > 0,
+                 "make_grid: images must not be empty, got shape ", shape_string(images));
   MD_CHECK_VALUE(batch.size(1) >= 1 && batch.size(1) <= 4, "make_grid: images must have 1 to 4 channels, got shape ",
                  shape_string(images));
   MD_CHECK_TYPE(batch.scalar_type() == at::kByte || at::isFloatingType(batch.scalar_type()),

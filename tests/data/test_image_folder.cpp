@@ -68,7 +68,8 @@ TEST(ImageFolder, GrayscaleNonSquareAndOptions) {
   EXPECT_NEAR(f.data.images[1].mean().item<double>(), 0.299 * 255 / 127.5 - 1, 1e-5);
   EXPECT_NEAR(f.data.images[0].mean().item<double>(), 0.114 * 255 / 127.5 - 1, 1e-5);
   // Not recursive: dogs/deep/y.png is left out.
-  const auto flat = mdiff::data::load_image_folder(dir.file(""), mdiff::data::ImageFolderOptions(opts).recursive(false));
+  const auto flat =
+      mdiff::data::load_image_folder(dir.file(""), mdiff::data::ImageFolderOptions(opts).recursive(false));
   EXPECT_EQ(flat.files.size(), 3u);
   // max_files keeps the first files in order and does not change the classes.
   const auto two = mdiff::data::load_image_folder(dir.file(""), mdiff::data::ImageFolderOptions(opts).max_files(2));
@@ -98,8 +99,8 @@ TEST(ImageFolder, RootFilesAndNativeSize) {
   EXPECT_TRUE(at::equal(g.data.labels, at::tensor({0, 0, 1}, at::kLong)));
   // Different sizes without `size` are an error naming both files.
   mdiff::io::write_png(dir.file("zeta/d.png"), solid(1, 5, 4, {0}));
-  MD_EXPECT_ERROR(mdiff::data::load_image_folder(dir.file(""), mdiff::data::ImageFolderOptions().channels(1)),
-                  "d.png", "5 x 4", "a.png", "3 x 4", "ImageFolderOptions::size");
+  MD_EXPECT_ERROR(mdiff::data::load_image_folder(dir.file(""), mdiff::data::ImageFolderOptions().channels(1)), "d.png",
+                  "5 x 4", "a.png", "3 x 4", "ImageFolderOptions::size");
 }
 
 TEST(ImageFolder, Errors) {

@@ -63,8 +63,8 @@ TEST(PlotLine, RenderDrawsTheLineAndText) {
   EXPECT_EQ(img.scalar_type(), at::kByte);
   // A horizontal line across the middle of the plot area.
   EXPECT_GT(count_color(img, red, 100, 0, 200, 200), 90);
-  EXPECT_EQ(img[0][0][0].item<int64_t>(), 255);  // white background
-  EXPECT_GT(non_white(img.slice(1, 0, 30)), 10);   // the title
+  EXPECT_EQ(img[0][0][0].item<int64_t>(), 255);   // white background
+  EXPECT_GT(non_white(img.slice(1, 0, 30)), 10);  // the title
 }
 
 TEST(PlotLine, LogScaleSkipsNonPositiveAndNonFiniteValues) {

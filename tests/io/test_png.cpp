@@ -124,7 +124,8 @@ TEST(PngRoundTrip, EncodeDecodeEveryChannelCount) {
   }
   // Smooth images exercise the non-trivial filters the encoder picks.
   const at::Tensor ramp = at::arange(0, 64 * 48, at::kLong).remainder(251).to(at::kByte).reshape({1, 48, 64});
-  EXPECT_TRUE(at::equal(mdiff::io::decode_png(mdiff::io::encode_png(ramp.expand({3, 48, 64}))), ramp.expand({3, 48, 64})));
+  EXPECT_TRUE(
+      at::equal(mdiff::io::decode_png(mdiff::io::encode_png(ramp.expand({3, 48, 64}))), ramp.expand({3, 48, 64})));
   const at::Tensor hw = random_image(1, 5, 4, 9).squeeze(0);
   EXPECT_TRUE(at::equal(mdiff::io::decode_png(mdiff::io::encode_png(hw)), hw.unsqueeze(0)));
 }
@@ -152,8 +153,8 @@ TEST(PngRoundTrip, RejectsBadImagesAndPaths) {
   MD_EXPECT_ERROR(mdiff::io::encode_png(at::zeros({1, 3, 4, 4}, at::kByte)), "[C, H, W] or [H, W]", "[1, 3, 4, 4]");
   MD_EXPECT_ERROR(mdiff::io::encode_png(at::zeros({3, 0, 4}, at::kByte)), "height and width");
   MD_EXPECT_ERROR(mdiff::io::encode_png(at::Tensor()), "encode_png");
-  MD_EXPECT_ERROR(mdiff::io::write_png(dir.file("no/such/folder/x.png"), at::zeros({1, 2, 2}, at::kByte)),
-                  "write_png", "x.png", "does not exist");
+  MD_EXPECT_ERROR(mdiff::io::write_png(dir.file("no/such/folder/x.png"), at::zeros({1, 2, 2}, at::kByte)), "write_png",
+                  "x.png", "does not exist");
   MD_EXPECT_ERROR(mdiff::io::write_png(dir.file(""), at::zeros({1, 2, 2}, at::kByte)), "write_png", "directory");
   MD_EXPECT_ERROR(mdiff::io::write_png(dir.file("f.png"), at::zeros({2, 2}, at::kInt)), "write_png", "uint8");
   MD_EXPECT_ERROR(mdiff::io::read_png(dir.file("absent.png")), "read_png", "absent.png", "cannot open");
@@ -187,7 +188,8 @@ TEST(PngDecode, SixteenBitKeepsTheHighByte) {
 }
 
 // Expected [C, H, W] from a palette and per-pixel indices.
-at::Tensor palette_image(const std::vector<std::vector<int>>& idx, const Bytes& pal, const Bytes& alpha, bool with_alpha) {
+at::Tensor palette_image(const std::vector<std::vector<int>>& idx, const Bytes& pal, const Bytes& alpha,
+                         bool with_alpha) {
   const int64_t h = static_cast<int64_t>(idx.size()), w = static_cast<int64_t>(idx[0].size());
   const int64_t c = with_alpha ? 4 : 3;
   at::Tensor out = at::empty({c, h, w}, at::kByte);
@@ -241,7 +243,8 @@ TEST(PngDecode, LowBitGrayIsScaledTo255) {
       rows.push_back(pack(r, depth));
     }
     for (int f = 0; f <= 4; ++f) {
-      const at::Tensor got = mdiff::io::decode_png(simple_png(ihdr(11, 4, static_cast<uint8_t>(depth), 0), filter_rows(rows, 1, f)));
+      const at::Tensor got =
+          mdiff::io::decode_png(simple_png(ihdr(11, 4, static_cast<uint8_t>(depth), 0), filter_rows(rows, 1, f)));
       EXPECT_TRUE(at::equal(got, expected)) << "depth " << depth << " filter " << f;
     }
   }
@@ -273,10 +276,11 @@ TEST(PngDecode, Adam7InterlaceMatchesThePlainImage) {
         const Bytes part = filter_rows(rows_of(sub), static_cast<int>(c), p % 5);
         raw.insert(raw.end(), part.begin(), part.end());
       }
-      const at::Tensor inter = mdiff::io::decode_png(simple_png(
-          ihdr(static_cast<uint32_t>(w), static_cast<uint32_t>(h), 8, kColorType[c], 1), raw));
-      const at::Tensor plain = mdiff::io::decode_png(simple_png(
-          ihdr(static_cast<uint32_t>(w), static_cast<uint32_t>(h), 8, kColorType[c], 0), filter_rows(rows_of(img), static_cast<int>(c), 2)));
+      const at::Tensor inter = mdiff::io::decode_png(
+          simple_png(ihdr(static_cast<uint32_t>(w), static_cast<uint32_t>(h), 8, kColorType[c], 1), raw));
+      const at::Tensor plain = mdiff::io::decode_png(
+          simple_png(ihdr(static_cast<uint32_t>(w), static_cast<uint32_t>(h), 8, kColorType[c], 0),
+                     filter_rows(rows_of(img), static_cast<int>(c), 2)));
       EXPECT_TRUE(at::equal(inter, img)) << "C = " << c << ", " << h << " x " << w;
       EXPECT_TRUE(at::equal(inter, plain)) << "C = " << c << ", " << h << " x " << w;
     }
@@ -306,8 +310,9 @@ TEST(PngDecode, SplitIdatAndAncillaryChunks) {
   const at::Tensor img = random_image(3, 4, 5, 77);
   const Bytes z = deflate(filter_rows(rows_of(img), 3, 0));
   const size_t half = z.size() / 2;
-  const Bytes file = png({ihdr(5, 4, 8, 2), chunk("tEXt", {'a', 0, 'b'}), chunk("IDAT", Bytes(z.begin(), z.begin() + half)),
-                          chunk("IDAT", Bytes(z.begin() + half, z.end())), chunk("IEND", {})});
+  const Bytes file =
+      png({ihdr(5, 4, 8, 2), chunk("tEXt", {'a', 0, 'b'}), chunk("IDAT", Bytes(z.begin(), z.begin() + half)),
+           chunk("IDAT", Bytes(z.begin() + half, z.end())), chunk("IEND", {})});
   EXPECT_TRUE(at::equal(mdiff::io::decode_png(file), img));
 }
 
@@ -343,10 +348,12 @@ TEST(PngDecode, RejectsMalformedFiles) {
   MD_EXPECT_ERROR(decode(simple_png(ihdr(0, 3, 8, 0), raw)), "invalid image size 0 x 3");
   MD_EXPECT_ERROR(decode(simple_png(ihdr(4, 0, 8, 0), raw)), "invalid image size 4 x 0");
   MD_EXPECT_ERROR(decode(simple_png(ihdr(0x80000000u, 1, 8, 0), raw)), "invalid image size");
-  MD_EXPECT_ERROR(decode(simple_png(ihdr(1 << 20, 1 << 20, 8, 0), raw)), "1048576 x 1048576", "exceeds the limit of 268435456",
-                  "max_pixels");
-  MD_EXPECT_ERROR(mdiff::io::decode_png(good, mdiff::io::PngReadOptions().max_pixels(11)), "12 pixels exceeds the limit of 11");
-  MD_EXPECT_ERROR(mdiff::io::decode_png(good, mdiff::io::PngReadOptions().max_pixels(0)), "max_pixels must be positive");
+  MD_EXPECT_ERROR(decode(simple_png(ihdr(1 << 20, 1 << 20, 8, 0), raw)), "1048576 x 1048576",
+                  "exceeds the limit of 268435456", "max_pixels");
+  MD_EXPECT_ERROR(mdiff::io::decode_png(good, mdiff::io::PngReadOptions().max_pixels(11)),
+                  "12 pixels exceeds the limit of 11");
+  MD_EXPECT_ERROR(mdiff::io::decode_png(good, mdiff::io::PngReadOptions().max_pixels(0)),
+                  "max_pixels must be positive");
   MD_EXPECT_ERROR(decode(simple_png(ihdr(4, 3, 4, 2), raw)), "bit depth 4 is not allowed for colour type 2");
   MD_EXPECT_ERROR(decode(simple_png(ihdr(4, 3, 16, 3), raw)), "bit depth 16 is not allowed for colour type 3");
   MD_EXPECT_ERROR(decode(simple_png(ihdr(4, 3, 8, 5), raw)), "invalid colour type 5");
@@ -425,7 +432,8 @@ TEST(PngImages, ToUint8ImageMapsAndClamps) {
 }
 
 TEST(PngImages, MakeGridPlacesImagesRowByRow) {
-  const at::Tensor images = at::arange(1, 6, at::kLong).to(at::kByte).reshape({5, 1, 1, 1}).expand({5, 1, 2, 3}).contiguous();
+  const at::Tensor images =
+      at::arange(1, 6, at::kLong).to(at::kByte).reshape({5, 1, 1, 1}).expand({5, 1, 2, 3}).contiguous();
   const at::Tensor grid = mdiff::io::make_grid(images, mdiff::io::GridOptions().nrow(2).padding(1).pad_value(200));
   ASSERT_EQ(grid.sizes(), (std::vector<int64_t>{1, 10, 9}));
   EXPECT_EQ(grid[0][0][0].item<int64_t>(), 200);
@@ -444,7 +452,8 @@ TEST(PngImages, MakeGridPlacesImagesRowByRow) {
   EXPECT_EQ(mdiff::io::make_grid(f[0]).sizes(), (std::vector<int64_t>{3, 8, 8}));
   TempDir dir;
   mdiff::io::save_image_grid(dir.file("grid.png"), images, mdiff::io::GridOptions().nrow(5).padding(0));
-  EXPECT_TRUE(at::equal(mdiff::io::read_png(dir.file("grid.png")), mdiff::io::make_grid(images, mdiff::io::GridOptions().nrow(5).padding(0))));
+  EXPECT_TRUE(at::equal(mdiff::io::read_png(dir.file("grid.png")),
+                        mdiff::io::make_grid(images, mdiff::io::GridOptions().nrow(5).padding(0))));
   MD_EXPECT_ERROR(mdiff::io::make_grid(at::zeros({2, 5, 4, 4})), "1 to 4 channels");
   MD_EXPECT_ERROR(mdiff::io::make_grid(at::zeros({4, 4})), "[N, C, H, W]");
   MD_EXPECT_ERROR(mdiff::io::make_grid(f, mdiff::io::GridOptions().nrow(0)), "nrow must be positive");
