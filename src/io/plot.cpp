@@ -233,6 +233,7 @@ class RasterCanvas : public Canvas {
   void line(double x0, double y0, double x1, double y1, Color c, double width) override {
     const double r = std::max(0.5, width / 2);
     const double len = std::hypot(x1 - x0, y1 - y0);
+    if (!std::isfinite(len) || len > 1e5) return;  // data coordinates always map inside the canvas
     const int64_t steps = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(len * 2)));
     for (int64_t i = 0; i <= steps; ++i) {
       const double t = static_cast<double>(i) / static_cast<double>(steps);
@@ -297,6 +298,7 @@ class RasterCanvas : public Canvas {
     for (int k = 0; k < 3; ++k) p[k] = static_cast<uint8_t>(std::lround(src[k] * alpha + p[k] * (1.0 - alpha)));
   }
   void stamp(double cx, double cy, double r, Color c, double alpha) {
+    if (!std::isfinite(cx) || !std::isfinite(cy) || !std::isfinite(r)) return;
     const double rr = std::max(r, 0.5);
     for (auto y = static_cast<int64_t>(std::floor(cy - rr)); y <= static_cast<int64_t>(std::ceil(cy + rr)); ++y) {
       for (auto x = static_cast<int64_t>(std::floor(cx - rr)); x <= static_cast<int64_t>(std::ceil(cx + rr)); ++x) {
@@ -350,11 +352,15 @@ std::vector<Tick> nice_ticks(double lo, double hi, bool log_axis, int target = 5
       return ticks;
     }
   }
-  const double raw = (hi - lo) / target;
+  const double raw = (hi / 2 - lo / 2) / target * 2;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double norm = raw / mag;
   const double step = (norm < 1.5 ? 1 : norm < 3.5 ? 2 : norm < 7.5 ? 5 : 10) * mag;
-  for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9; k += 1) {
+  if (!std::isfinite(step) || step <= 0) return ticks;
+  // At most a few dozen ticks, and none when k + 1 == k (a range tiny against its magnitude).
+  int guard = 0;
+  for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + step * 1e-9 && k + 1 != k && guard < 50;
+       k += 1, ++guard) {
     double v = k * step;
     if (std::fabs(v) < step * 1e-9) v = 0;
     ticks.push_back({v, tick_label(log_axis ? std::pow(10.0, v) : v)});
@@ -363,13 +369,15 @@ std::vector<Tick> nice_ticks(double lo, double hi, bool log_axis, int target = 5
 }
 
 // Axis range from data extremes, with a margin; a single value gets a unit-wide (or 10%) range.
+// Halved differences keep ranges near the limits of double finite.
 std::pair<double, double> padded_range(double lo, double hi) {
-  if (hi - lo <= std::fabs(hi) * 1e-12) {
+  constexpr double kMax = std::numeric_limits<double>::max();
+  if (hi / 2 - lo / 2 <= std::fabs(hi) * 0.5e-12) {
     const double half = lo == 0 ? 0.5 : std::fabs(lo) * 0.1;
-    return {lo - half, hi + half};
+    return {std::max(lo - half, -kMax), std::min(hi + half, kMax)};
   }
-  const double m = (hi - lo) * 0.04;
-  return {lo - m, hi + m};
+  const double m = (hi / 2 - lo / 2) * 0.08;
+  return {std::max(lo - m, -kMax), std::min(hi + m, kMax)};
 }
 
 struct LegendEntry {
@@ -381,8 +389,8 @@ struct LegendEntry {
 struct Layout {
   double left, top, right, bottom;  // the plot area in pixels
   double x_lo, x_hi, y_lo, y_hi;    // axis coordinates at its edges
-  double px(double x) const { return left + (x - x_lo) / (x_hi - x_lo) * (right - left); }
-  double py(double y) const { return bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top); }
+  double px(double x) const { return left + (x / 2 - x_lo / 2) / (x_hi / 2 - x_lo / 2) * (right - left); }
+  double py(double y) const { return bottom - (y / 2 - y_lo / 2) / (y_hi / 2 - y_lo / 2) * (bottom - top); }
 };
 
 struct Frame {
@@ -592,7 +600,8 @@ Color default_color(int64_t i) {
 
 LinePlot::LinePlot(LinePlotOptions options) : options_(std::move(options)) {
   check_frame(options_.width(), options_.height(), "LinePlot");
-  check_positive(options_.line_width(), "LinePlotOptions::line_width");
+  MD_CHECK_VALUE(options_.line_width() > 0 && options_.line_width() <= 100,
+                 "LinePlotOptions::line_width must be in (0, 100] pixels, got ", options_.line_width());
 }
 
 LinePlot& LinePlot::add(const std::string& name, const std::vector<double>& x, const std::vector<double>& y,
@@ -656,7 +665,8 @@ void LinePlot::save(const std::string& path) const { save_by_extension(*this, pa
 
 ScatterPlot::ScatterPlot(ScatterPlotOptions options) : options_(std::move(options)) {
   check_frame(options_.width(), options_.height(), "ScatterPlot");
-  check_positive(options_.point_size(), "ScatterPlotOptions::point_size");
+  MD_CHECK_VALUE(options_.point_size() > 0 && options_.point_size() <= 100,
+                 "ScatterPlotOptions::point_size must be in (0, 100] pixels, got ", options_.point_size());
   check_in_range(options_.alpha(), 1e-6, 1.0, "ScatterPlotOptions::alpha");
 }
 

@@ -133,7 +133,7 @@ void inflate_exact(const std::vector<uint8_t>& in, std::vector<uint8_t>& out, co
     MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where,
                    ": corrupt zlib data in IDAT: ", zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
     const bool progress = zs.avail_in != before_in || zs.avail_out != before_out;
-    if (!progress && zs.avail_in == 0 && in_pos == in.size()) break;  // input exhausted
+    if (!progress) break;  // input exhausted: the size check below reports it
   }
   const size_t produced = out_pos - zs.avail_out;
   MD_CHECK_VALUE(produced == out.size(), where, ": image data too short: the header needs ", out.size(),
@@ -157,7 +157,7 @@ void inflate_exact(const std::vector<uint8_t>& in, std::vector<uint8_t>& out, co
       if (ret == Z_STREAM_END) break;
       MD_CHECK_VALUE(ret == Z_OK || ret == Z_BUF_ERROR, where,
                      ": corrupt zlib data in IDAT: ", zs.msg != nullptr ? zs.msg : "error code " + std::to_string(ret));
-      MD_CHECK_VALUE(zs.avail_in != before_in || in_pos < in.size(), where,
+      MD_CHECK_VALUE(zs.avail_in != before_in || (zs.avail_in == 0 && in_pos < in.size()), where,
                      ": the zlib stream in IDAT is truncated (no end-of-stream marker)");
     }
   }

@@ -102,7 +102,23 @@ TEST(PlotLine, RejectsBadInput) {
   MD_EXPECT_ERROR(plot.add("a", {1, 2}, {1}), "series 'a' has 2 x values and 1 y values");
   MD_EXPECT_ERROR(plot.add("a", at::zeros({2, 2})), "must be 1-D", "[2, 2]");
   MD_EXPECT_ERROR(mdiff::io::LinePlot(mdiff::io::LinePlotOptions().width(10)), "width and height", "10 x 480");
-  MD_EXPECT_ERROR(mdiff::io::LinePlot(mdiff::io::LinePlotOptions().line_width(0)), "line_width must be positive");
+  MD_EXPECT_ERROR(mdiff::io::LinePlot(mdiff::io::LinePlotOptions().line_width(0)), "line_width must be in (0, 100]");
+  MD_EXPECT_ERROR(mdiff::io::ScatterPlot(mdiff::io::ScatterPlotOptions().point_size(1e9)), "point_size must be in");
+}
+
+TEST(PlotLine, ExtremeRangesStillRender) {
+  // Ranges near the limits of double, and ranges tiny against their magnitude.
+  const std::vector<std::vector<double>> cases = {{-1e308, 1e308}, {1e20, 1e20 + 1e6}, {5, 5},
+                                                  {0, 1e-300},     {-1e-320, 1e-320},  {1e15, 1e15 + 3}};
+  for (const auto& y : cases) {
+    mdiff::io::LinePlot plot;
+    plot.add("y", y);
+    EXPECT_EQ(plot.render().size(2), 640);
+    EXPECT_NE(plot.to_svg().find("</svg>"), std::string::npos);
+  }
+  mdiff::io::LinePlot log_plot(mdiff::io::LinePlotOptions().log_y(true));
+  log_plot.add("y", std::vector<double>{1e-300, 1e300});
+  EXPECT_NE(log_plot.to_svg().find("</svg>"), std::string::npos);
 }
 
 TEST(PlotScatter, DrawsPointsWhereTheyBelong) {

@@ -55,7 +55,7 @@ struct LinePlotOptions {
   TORCH_ARG(std::string, y_label) = "";
   /// Logarithmic y axis; points with y <= 0 are then skipped (and counted).
   TORCH_ARG(bool, log_y) = false;
-  /// Line width in pixels.
+  /// Line width in pixels, in (0, 100].
   TORCH_ARG(double, line_width) = 1.5;
 };
 
@@ -73,7 +73,7 @@ struct ScatterPlotOptions {
   TORCH_ARG(std::string, title) = "";
   TORCH_ARG(std::string, x_label) = "";
   TORCH_ARG(std::string, y_label) = "";
-  /// Dot radius in pixels.
+  /// Dot radius in pixels, in (0, 100].
   TORCH_ARG(double, point_size) = 2.0;
   /// Dot opacity in (0, 1].
   TORCH_ARG(double, alpha) = 0.7;
