@@ -50,3 +50,6 @@
 #include <manifold_diffusion/training/loss_term.h>
 #include <manifold_diffusion/training/lr_schedule.h>
 #include <manifold_diffusion/training/trainer.h>
+#include <manifold_diffusion/io/png.h>
+#include <manifold_diffusion/io/plot.h>
+#include <manifold_diffusion/data/image_folder.h>
