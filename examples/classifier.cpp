@@ -2,9 +2,11 @@
 // feature-FD (mdiff::metrics::feature_fd), and reports its test accuracy.
 //
 // Writes DIR/classifier.pt (options and weights, for load_classifier / load_or_train_fashion_classifier)
-// and DIR/metrics.json (test_accuracy, train_seconds, epochs, threads, ...).
+// and DIR/metrics.json (test_accuracy, train_seconds, epochs, threads, reference feature-FD values).
+// With --evaluate FILE it loads those weights instead of training and writes only metrics.json.
 //
 //   mdiff-classifier --out out/classifier --epochs 2 --threads 2
+//   mdiff-classifier --out out/eval --evaluate out/classifier/classifier.pt
 
 #include <manifold_diffusion/manifold_diffusion.h>
 
@@ -13,6 +15,37 @@
 
 #include <filesystem>
 #include <fstream>
+
+namespace {
+
+// Feature-FD values that give its scale: two halves of the test split, a training subset against
+// the test split, and test halves with Gaussian noise (std in units of the [-1, 1] pixel range).
+std::string reference_fds(mdiff::metrics::ImageClassifier& net, const mdiff::data::LabeledImages& train,
+                          const mdiff::data::LabeledImages& test, uint64_t seed) {
+  const int64_t half = test.size() / 2;
+  const at::Tensor a = test.images.narrow(0, 0, half);
+  const at::Tensor b = test.images.narrow(0, half, test.size() - half);
+  at::Generator gen = mdiff::make_generator(mdiff::mix_seed(seed + 17));
+  const at::Tensor noise = at::randn(b.sizes(), gen, at::kFloat);
+  const double halves = mdiff::metrics::feature_fd(net, a, b);
+  const double train_test =
+      mdiff::metrics::feature_fd(net, train.images.narrow(0, 0, std::min<int64_t>(train.size(), 10000)), test.images);
+  const double n01 = mdiff::metrics::feature_fd(net, a, b + 0.1 * noise);
+  const double n03 = mdiff::metrics::feature_fd(net, a, b + 0.3 * noise);
+  fmt::print("feature-FD: test halves {:.3f}, train[:10000] vs test {:.3f}, test halves with noise 0.1: {:.3f}, 0.3: {:.3f}\n",
+             halves, train_test, n01, n03);
+  return fmt::format(R"({{"test_halves": {:.4f}, "train10k_vs_test": {:.4f}, "test_halves_noise_0.1": {:.4f}, )"
+                     R"("test_halves_noise_0.3": {:.4f}}})",
+                     halves, train_test, n01, n03);
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  MD_CHECK(f.good(), "cannot write '", path, "'");
+  f << text << "\n";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"mdiff-classifier: train the Fashion-MNIST feature classifier used by the feature-FD"};
@@ -27,6 +60,7 @@ int main(int argc, char** argv) {
   double translate = 0.0;
   uint64_t seed = 0;
   int64_t train_subset = 0;
+  std::string evaluate;
   int threads = 2;
   app.add_option("--out", out_dir, "output directory")->capture_default_str();
   app.add_option("--data", data_dir, "folder with the Fashion-MNIST IDX files")->capture_default_str();
@@ -47,6 +81,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 60000));
   app.add_option("--seed", seed, "random seed")->capture_default_str();
   app.add_option("--threads", threads, "intra-op threads (0 = all)")->capture_default_str()->check(CLI::Range(0, 1024));
+  app.add_option("--evaluate", evaluate, "load these classifier weights and evaluate them instead of training");
   app.add_option("--device", device_name, "cpu, cuda, cuda:N or auto")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -62,6 +97,18 @@ int main(int argc, char** argv) {
       train.labels = train.labels.narrow(0, 0, train_subset);
     }
     const auto test = mdiff::data::load_fashion_mnist(data_dir, "test");
+    if (!evaluate.empty()) {
+      mdiff::metrics::ImageClassifier net = mdiff::metrics::load_classifier(evaluate, device);
+      const double accuracy = mdiff::metrics::classifier_accuracy(net, test);
+      fmt::print("{}: test accuracy {:.2f}%\n", evaluate, 100 * accuracy);
+      const std::string fds = reference_fds(net, train, test, seed);
+      const std::string json = fmt::format(R"({{"weights": "{}", "test_accuracy": {:.4f}, "threads": {}, "device": "{}", )"
+                                           R"("feature_fd": {}}})",
+                                           evaluate, accuracy, threads, device.str(), fds);
+      write_text(out_dir + "/metrics.json", json);
+      fmt::print("{}\n", json);
+      return 0;
+    }
     mdiff::manual_seed(seed);
     const auto model_options = mdiff::metrics::ImageClassifierOptions().width(width).feature_dim(feature_dim);
     mdiff::metrics::ImageClassifier net(model_options);
@@ -84,14 +131,10 @@ int main(int argc, char** argv) {
     const std::string json = fmt::format(
         R"({{"test_accuracy": {:.4f}, "train_seconds": {:.2f}, "epochs": {}, "threads": {}, "device": "{}", )"
         R"("batch": {}, "lr": {}, "width": {}, "feature_dim": {}, "translate": {}, "seed": {}, "train_images": {}, )"
-        R"("final_train_loss": {:.5f}}})",
+        R"("final_train_loss": {:.5f}, "feature_fd": {}}})",
         report.test_accuracy, report.train_seconds, report.epochs, threads, device.str(), batch, lr, width,
-        feature_dim, translate, seed, train.size(), report.final_train_loss);
-    {
-      std::ofstream f(out_dir + "/metrics.json");
-      MD_CHECK(f.good(), "cannot write '", out_dir, "/metrics.json'");
-      f << json << "\n";
-    }
+        feature_dim, translate, seed, train.size(), report.final_train_loss, reference_fds(net, train, test, seed));
+    write_text(out_dir + "/metrics.json", json);
     fmt::print("test accuracy {:.2f}% after {} epochs in {:.1f} s ({} threads, {})\n", 100 * report.test_accuracy,
                report.epochs, report.train_seconds, threads, device.str());
     fmt::print("{}\n", json);

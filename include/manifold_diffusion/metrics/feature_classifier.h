@@ -144,7 +144,9 @@ struct ClassifierReport {
 
 /// Trains `model` on `train` with cross-entropy, AdamW and a cosine learning-rate decay, and
 /// evaluates it on `test` after every epoch. Leaves the model in eval mode on `options.device()`.
-/// LibTorch's thread count is left as it is.
+/// LibTorch's thread count is left as it is. The batch order and the augmentation draw from
+/// generators seeded with `options.seed()`; dropout draws from LibTorch's default generator
+/// (seed it with mdiff::manual_seed for a reproducible run).
 ///
 /// Example:
 /// \code
