@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   app.add_option("--num-samples", num_samples, "number of images")->capture_default_str()->check(CLI::Range(1, 10000000));
   app.add_option("--batch", batch, "sampling batch")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--nrow", nrow, "images per grid row")->capture_default_str()->check(CLI::Range(1, 10000));
-  app.add_option("--prompt", prompts, "class name(s) to draw, e.g. --prompt \"ankle boot\" (repeatable; cycled)");
+  app.add_option("--prompt", prompts, "class name(s) to draw, e.g. --prompt \"ankle boot\" (repeatable; the samples are split among them in order)");
   app.add_flag("--save-tensor", save_tensor, "also write samples.pt");
   app.add_flag("--trained-weights", trained_weights, "use the trained weights instead of the EMA");
   CLI11_PARSE(app, argc, argv);
@@ -67,7 +67,9 @@ int main(int argc, char** argv) {
           wanted.push_back(mdiff::data::class_index(config.classes, p));
           drawn.push_back(config.classes[wanted.back()]);
         }
-        for (int64_t i = 0; i < num_samples; ++i) ids.push_back(wanted[i % wanted.size()]);
+        // In blocks: the first n/k samples show the first prompt, and so on.
+        const auto k = static_cast<int64_t>(wanted.size());
+        for (int64_t i = 0; i < num_samples; ++i) ids.push_back(wanted[(i * k) / num_samples]);
       }
       labels = at::tensor(ids, at::kLong);
     } else {

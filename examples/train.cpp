@@ -272,8 +272,10 @@ int main(int argc, char** argv) {
                                                   : at::arange(num_samples, at::kLong).remainder(
                                                         static_cast<int64_t>(classes.size()));
         const auto t0 = std::chrono::steady_clock::now();
+        // Clamped to the data range, as an image file of them would be.
         const at::Tensor samples = mdiff_program::sample_images(trainer.denoiser(), *sampler, config, num_samples,
-                                                                labels, guidance, common.seed + 1, sample_batch, device);
+                                                                labels, guidance, common.seed + 1, sample_batch, device)
+                                       .clamp(-1, 1);
         const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const at::Tensor real = test.images;
         const at::Tensor f_real = mdiff::metrics::extract_features(classifier, real);
@@ -293,6 +295,8 @@ int main(int argc, char** argv) {
         m["sample_seconds"] = sample_seconds;
         m["feature_fd_note"] = "Frechet distance of features of the bundled Fashion-MNIST classifier; not FID";
         if (!classes.empty()) {
+          classifier->eval();
+          at::NoGradGuard no_grad;
           const at::Tensor pred = classifier->forward(samples.to(device)).argmax(1).cpu();
           m["class_agreement"] = pred.eq(labels).to(at::kDouble).mean().item<double>();
         }
