@@ -72,17 +72,24 @@ inline mdiff::Denoiser image_denoiser(mdiff::UNet unet, const ImageModelConfig& 
       mdiff::NoiseSchedule(c.schedule), c.denoiser);
 }
 
+/// Clamps x0_hat to the data range [-1, 1] at every step (DDPM's "clip_denoised").
+class ClipX0 : public mdiff::SamplingHook {
+ public:
+  at::Tensor on_x0(const mdiff::StepContext&, at::Tensor x0) override { return x0.clamp(-1, 1); }
+};
+
 /// Samples `labels.size(0)` images (labels undefined: unconditional, then `n` images) in batches,
 /// with classifier-free guidance when `guidance` != 1. Per-sample seeds: sample i depends only on
 /// (seed, i), whatever the batch size.
 inline at::Tensor sample_images(const mdiff::Denoiser& denoiser, const mdiff::Sampler& sampler,
                                 const ImageModelConfig& c, int64_t n, const at::Tensor& labels, double guidance,
-                                uint64_t seed, int64_t batch, c10::Device device) {
+                                uint64_t seed, int64_t batch, c10::Device device, bool clip = true) {
   std::vector<at::Tensor> parts;
   at::NoGradGuard no_grad;
   for (int64_t start = 0; start < n; start += batch) {
     const int64_t m = std::min(batch, n - start);
     mdiff::SampleArgs args;
+    if (clip) args.hooks.push_back(std::make_shared<ClipX0>());
     if (labels.defined()) {
       args.cond = labels.slice(0, start, start + m).to(device);
       if (guidance != 1.0) {

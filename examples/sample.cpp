@@ -14,6 +14,7 @@
 #include <chrono>
 
 int main(int argc, char** argv) {
+  bool no_clip = false;
   CLI::App app{"mdiff-sample: sample images from an mdiff-train model"};
   mdiff_program::CommonFlags common{"out/sample", 0, 2, "cpu"};
   mdiff_program::add_common_flags(app, common);
@@ -26,6 +27,7 @@ int main(int argc, char** argv) {
   app.add_option("--run", run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
   app.add_option("--config", config_path, "model config.json (instead of --run)");
   app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
+  app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1] while sampling");
   app.add_option("--sampler", sampler_name, "sampler")->capture_default_str()->check(CLI::IsMember(mdiff::sampler_names()));
   app.add_option("--sample-steps", sample_steps, "sampling steps")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--eta", eta, "DDIM eta (ddim only)")->capture_default_str()->check(CLI::Range(0.0, 10.0));
@@ -81,7 +83,7 @@ int main(int argc, char** argv) {
     const auto sampler = mdiff::make_sampler(sampler_name, sample_steps, eta);
     const auto t0 = std::chrono::steady_clock::now();
     const at::Tensor x = mdiff_program::sample_images(denoiser, *sampler, config, num_samples, labels, guidance,
-                                                      common.seed, batch, device);
+                                                      common.seed, batch, device, !no_clip);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
     mdiff::io::save_image_grid(common.out + "/grid.png", x, mdiff::io::GridOptions().nrow(nrow));

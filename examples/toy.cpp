@@ -29,7 +29,7 @@ struct Flags {
   int64_t blocks = 4;
   int64_t diffusion_steps = 1000;
   std::string schedule = "cosine";
-  std::string prediction = "epsilon";
+  std::string prediction = "v_prediction";
   std::string sampler = "dpmpp_2m";
   int64_t sample_steps = 50;
   double eta = 0.0;
@@ -81,9 +81,10 @@ int main(int argc, char** argv) {
   CLI::App app{"mdiff-toy: train and sample a diffusion model on a point cloud, measure distance to its manifold"};
   Flags f;
   mdiff_program::add_common_flags(app, f.common);
-  app.add_option("--dataset", f.dataset, "synthetic manifold")
+  app.add_option("--dataset", f.dataset,
+                 "synthetic manifold (swiss_roll: the 2-D sheet in R^3; swiss_roll_2d: its spiral cross-section in R^2)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"swiss_roll", "moons", "circles", "helix", "sphere", "torus"}));
+      ->check(CLI::IsMember({"swiss_roll", "swiss_roll_2d", "moons", "circles", "helix", "sphere", "torus"}));
   app.add_option("--ambient-dim", f.ambient_dim, "embed in R^D by a random orthonormal map (0: native coordinates)")
       ->capture_default_str()
       ->check(CLI::Range(0, 100000));
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
   app.add_option("--blocks", f.blocks, "MLP residual blocks")->capture_default_str()->check(CLI::Range(1, 256));
   app.add_option("--diffusion-steps", f.diffusion_steps, "T of the noise schedule")->capture_default_str()->check(CLI::Range(2, 100000));
   app.add_option("--schedule", f.schedule, "beta schedule")->capture_default_str()->check(CLI::IsMember({"linear", "cosine"}));
-  app.add_option("--prediction", f.prediction, "network target")
+  app.add_option("--prediction", f.prediction, "network target (v_prediction: with the cosine schedule, eps-prediction divides by sqrt(alpha_bar) ~ 5e-5 at the first sampling step)")
       ->capture_default_str()
       ->check(CLI::IsMember({"epsilon", "sample", "v_prediction"}));
   app.add_option("--sampler", f.sampler, "sampler")->capture_default_str()->check(CLI::IsMember(mdiff::sampler_names()));
@@ -221,6 +222,32 @@ int main(int argc, char** argv) {
       m["noise_distance_mean"] = noise_dist.mean().item<double>();
     }
 
+    // Pictures: samples over the reference (the first two principal components of both when D > 2)
+    // and the loss curve.
+    {
+      const int64_t n_ref_plot = std::min<int64_t>(reference.size(0), 4000);
+      const at::Tensor both = at::cat({reference.slice(0, 0, n_ref_plot), samples}, 0);
+      const at::Tensor flat = dim == 2 ? both : mdiff::io::project_2d(both);
+      mdiff::io::ScatterPlot plot(mdiff::io::ScatterPlotOptions()
+                                      .title(fmt::format("{}: {} samples ({} x {})", m["dataset"].get<std::string>(),
+                                                         f.num_samples, f.sampler, f.sample_steps))
+                                      .x_label(dim == 2 ? "x0" : "PC 1")
+                                      .y_label(dim == 2 ? "x1" : "PC 2"));
+      plot.add("reference", flat.slice(0, 0, n_ref_plot), mdiff::io::Color{150, 150, 150});
+      plot.add("samples", flat.slice(0, n_ref_plot), mdiff::io::Color{214, 39, 40});
+      plot.save(out + "/scatter.svg");
+      plot.save(out + "/scatter.png");
+      std::vector<double> xs, ys;
+      for (const auto& [step, loss] : losses) {
+        xs.push_back(static_cast<double>(step));
+        ys.push_back(loss);
+      }
+      if (!xs.empty()) {
+        mdiff::io::LinePlot(mdiff::io::LinePlotOptions().title("training loss (this run)").x_label("step").log_y(true))
+            .add("loss", xs, ys)
+            .save(out + "/loss.svg");
+      }
+    }
     write_csv(out + "/samples.csv", samples, dist);
     mdiff::data::write_npy(out + "/samples.npy", samples);
     mdiff_program::write_metrics(out, m);

@@ -44,6 +44,7 @@ std::string default_classifier_path() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool no_clip = false;
   CLI::App app{"mdiff-train: train a diffusion UNet on Fashion-MNIST or an image folder"};
   mdiff_program::CommonFlags common{"out/train", 0, 2, "cpu"};
   mdiff_program::add_common_flags(app, common);
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
   int64_t image_size = 28, channels = 1;
   bool unconditional = false, resume = false;
   int64_t steps = 4000, batch = 64, base_channels = 32, res_blocks = 1, diffusion_steps = 1000;
-  std::string channel_mult = "1,2,2", attention = "7", schedule_name = "cosine", prediction = "epsilon";
+  std::string channel_mult = "1,2,2", attention = "7", schedule_name = "cosine", prediction = "v_prediction";
   double lr = 1e-3, dropout = 0.1, label_dropout = 0.1, augment_p = 0.0, ema_decay = 0.999, grad_clip = 1.0;
   int64_t warmup = 200, accumulation = 1, checkpoint_every = 500, keep_last = 3, preview_every = 0;
   int64_t validation_every = 0, workers = 1;
@@ -78,7 +79,7 @@ int main(int argc, char** argv) {
   app.add_option("--dropout", dropout, "UNet dropout")->capture_default_str()->check(CLI::Range(0.0, 0.9));
   app.add_option("--diffusion-steps", diffusion_steps, "T")->capture_default_str()->check(CLI::Range(2, 100000));
   app.add_option("--schedule", schedule_name, "beta schedule")->capture_default_str()->check(CLI::IsMember({"linear", "cosine"}));
-  app.add_option("--prediction", prediction, "network target")->capture_default_str()->check(CLI::IsMember({"epsilon", "v_prediction", "sample"}));
+  app.add_option("--prediction", prediction, "network target (v_prediction: with the cosine schedule, eps-prediction divides by sqrt(alpha_bar) ~ 5e-5 at the first sampling step)")->capture_default_str()->check(CLI::IsMember({"epsilon", "v_prediction", "sample"}));
   app.add_option("--label-dropout", label_dropout, "null-class probability (classifier-free guidance)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--augment", augment_p, "probability of each augmentation (x-flip, 2-px translation); non-leaky: the network is told what was applied")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
   app.add_option("--time-limit", time_limit, "stop training after this many seconds (0: none)")->capture_default_str()->check(CLI::Range(0.0, 1e9));
   app.add_option("--preview-every", preview_every, "write a preview grid every N steps (0: none)")->capture_default_str()->check(CLI::Range(0, 100000000));
   app.add_option("--validation-every", validation_every, "validation loss every N steps (0: none)")->capture_default_str()->check(CLI::Range(0, 100000000));
+  app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1] while sampling");
   app.add_option("--sampler", sampler_name, "sampler for the evaluation")->capture_default_str()->check(CLI::IsMember(mdiff::sampler_names()));
   app.add_option("--sample-steps", sample_steps, "sampling steps")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--eta", eta, "DDIM eta")->capture_default_str()->check(CLI::Range(0.0, 10.0));
@@ -206,7 +208,7 @@ int main(int argc, char** argv) {
         t.with_ema_weights([&] {
           unet->eval();
           const at::Tensor x = mdiff_program::sample_images(t.denoiser(), *preview_sampler, config, grid_n, grid_labels,
-                                                            1.0, common.seed, 256, device);
+                                                            1.0, common.seed, 256, device, !no_clip);
           unet->train();
           mdiff::io::save_image_grid(fmt::format("{}/previews/step-{:08}.png", out, step), x,
                                      mdiff::io::GridOptions().nrow(per_class));
@@ -262,7 +264,7 @@ int main(int argc, char** argv) {
     m["guidance"] = guidance;
     trainer.with_ema_weights([&] {
       const at::Tensor grid = mdiff_program::sample_images(trainer.denoiser(), *sampler, config, grid_n, grid_labels,
-                                                           guidance, common.seed, sample_batch, device);
+                                                           guidance, common.seed, sample_batch, device, !no_clip);
       mdiff::io::save_image_grid(out + "/samples.png", grid, mdiff::io::GridOptions().nrow(per_class));
       const bool fmnist_shape = channels == 1 && image_size == 28;
       if (num_samples >= 2 && fmnist_shape) {
@@ -274,7 +276,7 @@ int main(int argc, char** argv) {
         const auto t0 = std::chrono::steady_clock::now();
         // Clamped to the data range, as an image file of them would be.
         const at::Tensor samples = mdiff_program::sample_images(trainer.denoiser(), *sampler, config, num_samples,
-                                                                labels, guidance, common.seed + 1, sample_batch, device)
+                                                                labels, guidance, common.seed + 1, sample_batch, device, !no_clip)
                                        .clamp(-1, 1);
         const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const at::Tensor real = test.images;

@@ -34,7 +34,8 @@ using Vec3 = std::array<double, 3>;
 int64_t native_dim_of(const SyntheticManifoldOptions& o) {
   switch (o.kind()) {
     case ManifoldKind::TwoMoons:
-    case ManifoldKind::Circles: return 2;
+    case ManifoldKind::Circles:
+    case ManifoldKind::SwissRoll2D: return 2;
     case ManifoldKind::Sphere: return o.intrinsic_dim() + 1;
     default: return 3;
   }
@@ -44,6 +45,7 @@ int64_t intrinsic_dim_of(const SyntheticManifoldOptions& o) {
   switch (o.kind()) {
     case ManifoldKind::TwoMoons:
     case ManifoldKind::Circles:
+    case ManifoldKind::SwissRoll2D:
     case ManifoldKind::Helix: return 1;
     case ManifoldKind::Sphere: return o.intrinsic_dim();
     default: return 2;
@@ -154,6 +156,11 @@ at::Tensor native_distance(const SyntheticManifoldOptions& o, const at::Tensor& 
           r[i] = std::sqrt(curve_sq_distance({q[0], q[1], q[2]}, helix, 0.0, kHelixT1, speed));
           break;
         }
+        case ManifoldKind::SwissRoll2D: {
+          const double speed = std::sqrt(1.0 + kSwissT1 * kSwissT1);
+          r[i] = std::sqrt(curve_sq_distance({q[0], q[1], 0.0}, spiral, kSwissT0, kSwissT1, speed));
+          break;
+        }
         case ManifoldKind::SwissRoll: {
           const double speed = std::sqrt(1.0 + kSwissT1 * kSwissT1);
           const double in_plane = curve_sq_distance({q[0], q[2], 0.0}, spiral, kSwissT0, kSwissT1, speed);
@@ -176,6 +183,10 @@ at::Tensor sample_native(const SyntheticManifoldOptions& o, at::Generator& gen, 
       const at::Tensor t = at::rand({n}, gen, dbl).mul_(kSwissT1 - kSwissT0).add_(kSwissT0);
       const at::Tensor y = at::rand({n}, gen, dbl).mul_(kSwissHeight);
       return at::stack({t * at::cos(t), y, t * at::sin(t)}, 1);
+    }
+    case ManifoldKind::SwissRoll2D: {
+      const at::Tensor t = at::rand({n}, gen, dbl).mul_(kSwissT1 - kSwissT0).add_(kSwissT0);
+      return at::stack({t * at::cos(t), t * at::sin(t)}, 1);
     }
     case ManifoldKind::TwoMoons: {
       const at::Tensor s = at::rand({n}, gen, dbl).mul_(kPi);

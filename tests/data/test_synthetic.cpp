@@ -25,8 +25,9 @@ at::Tensor embed(const mdiff::data::SyntheticManifold& m, const at::Tensor& nati
 }
 
 TEST(DataSynthetic, CleanPointsLieOnTheManifold) {
-  const ManifoldKind kinds[] = {ManifoldKind::SwissRoll, ManifoldKind::TwoMoons, ManifoldKind::Circles,
-                                ManifoldKind::Helix,     ManifoldKind::Sphere,   ManifoldKind::Torus};
+  const ManifoldKind kinds[] = {ManifoldKind::SwissRoll, ManifoldKind::SwissRoll2D, ManifoldKind::TwoMoons,
+                                ManifoldKind::Circles,   ManifoldKind::Helix,       ManifoldKind::Sphere,
+                                ManifoldKind::Torus};
   for (ManifoldKind kind : kinds) {
     for (int64_t ambient : {0, 7}) {
       const auto m = make(kind, 400, ambient);
@@ -38,7 +39,8 @@ TEST(DataSynthetic, CleanPointsLieOnTheManifold) {
       const auto f = make(kind, 400, ambient, at::kFloat);
       const at::Tensor df = f.distance(f.points);
       EXPECT_EQ(df.scalar_type(), at::kFloat);
-      EXPECT_LT(df.max().item<float>(), kind == ManifoldKind::SwissRoll ? 1e-5f : 2e-6f) << kind;
+      const bool roll = kind == ManifoldKind::SwissRoll || kind == ManifoldKind::SwissRoll2D;
+      EXPECT_LT(df.max().item<float>(), roll ? 1e-5f : 2e-6f) << kind;
     }
   }
 }
@@ -124,6 +126,10 @@ TEST(DataSynthetic, PointsAlongANormalAreAtThatDistance) {
     const at::Tensor len = at::sqrt(tx * tx + tz * tz);
     const at::Tensor n = at::stack({tz / len, at::zeros_like(t), -tx / len}, 1);
     check(ManifoldKind::SwissRoll, c, n, 1e-9);
+    // The 2-D roll is the sheet's (x, z) cross-section.
+    const at::Tensor c2 = at::stack({t * at::cos(t), t * at::sin(t)}, 1);
+    const at::Tensor n2 = at::stack({tz / len, -tx / len}, 1);
+    check(ManifoldKind::SwissRoll2D, c2, n2, 1e-9);
   }
 }
 
@@ -156,6 +162,9 @@ TEST(DataSynthetic, RejectsBadOptions) {
   MD_EXPECT_ERROR(m.distance(at::zeros({3, 3})), "x", "4 columns");
   MD_EXPECT_ERROR(m.distance(at::zeros({4})), "x");
   EXPECT_EQ(mdiff::enum_from_string<ManifoldKind>("swiss_roll"), ManifoldKind::SwissRoll);
+  EXPECT_EQ(mdiff::enum_from_string<ManifoldKind>("swiss_roll_2d"), ManifoldKind::SwissRoll2D);
+  MD_EXPECT_ERROR(make_synthetic_manifold(SyntheticManifoldOptions(ManifoldKind::SwissRoll2D, 5).ambient_dim(1)),
+                  "ambient_dim", "2");
 }
 
 }  // namespace

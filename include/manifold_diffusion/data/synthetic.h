@@ -24,6 +24,9 @@ enum class ManifoldKind {
   /// 2-D sheet in R^3: (t cos t, y, t sin t), t in [1.5 pi, 4.5 pi], y in [0, 21] (scikit-learn's
   /// make_swiss_roll), t and y uniform.
   SwissRoll,
+  /// 1-D spiral in R^2: (t cos t, t sin t), t in [1.5 pi, 4.5 pi] uniform — the swiss roll's
+  /// cross-section, the "2-D swiss roll" of diffusion tutorials.
+  SwissRoll2D,
   /// 1-D, two arcs in R^2: (cos s, sin s) and (1 - cos s, 0.5 - sin s), s in [0, pi] (scikit-learn's
   /// make_moons); label 0 for the upper arc, 1 for the lower.
   TwoMoons,
@@ -43,7 +46,9 @@ template <>
 struct EnumTraits<data::ManifoldKind> {
   static constexpr const char* type_name = "ManifoldKind";
   static constexpr EnumEntry<data::ManifoldKind> entries[] = {
-      {data::ManifoldKind::SwissRoll, "swiss_roll"}, {data::ManifoldKind::TwoMoons, "two_moons"},
+      {data::ManifoldKind::SwissRoll, "swiss_roll"},
+      {data::ManifoldKind::SwissRoll2D, "swiss_roll_2d"},
+      {data::ManifoldKind::TwoMoons, "two_moons"},
       {data::ManifoldKind::Circles, "circles"},      {data::ManifoldKind::Helix, "helix"},
       {data::ManifoldKind::Sphere, "sphere"},        {data::ManifoldKind::Torus, "torus"},
   };

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end runs of the bundled programs on small settings (ctest: programs.*).
+#   run_programs.sh <bin dir> <case> <work dir>
+# Cases: toy, toy_kill_resume, train_sample, help, bad_flags.
+set -euo pipefail
+bin="$1"; case_name="$2"; work="$3"
+rm -rf "$work"; mkdir -p "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+has_keys() {  # file key...
+  local f="$1"; shift
+  [[ -s "$f" ]] || fail "$f missing or empty"
+  for k in "$@"; do grep -q "\"$k\"" "$f" || fail "$f lacks \"$k\""; done
+}
+
+case "$case_name" in
+  toy)
+    "$bin/mdiff-toy" --out "$work/toy" --dataset swiss_roll --ambient-dim 8 --steps 60 --n-train 2000 \
+      --batch 128 --hidden 64 --blocks 2 --num-samples 300 --sample-steps 8 --sampler unipc --threads 1 >"$work/log" 2>&1 \
+      || { cat "$work/log"; fail "mdiff-toy exited with an error"; }
+    has_keys "$work/toy/metrics.json" manifold_distance_mean manifold_distance_p95 sliced_wasserstein mmd \
+      precision recall density coverage train_seconds sample_seconds
+    for f in samples.csv samples.npy scatter.svg scatter.png loss.svg train_log.jsonl; do
+      [[ -s "$work/toy/$f" ]] || fail "mdiff-toy did not write $f"
+    done
+    [[ $(wc -l < "$work/toy/samples.csv") -eq 301 ]] || fail "samples.csv should have 300 rows and a header"
+    # A reference of another dimension (samples.csv has the distance as a 9th column) is refused.
+    "$bin/mdiff-toy" --out "$work/mine" --data "$work/toy/samples.npy" --reference "$work/toy/samples.csv" \
+      --steps 5 --num-samples 50 --sample-steps 3 --threads 1 >"$work/log2" 2>&1 && fail "reference of another dimension accepted"
+    grep -q "reference has dimension 9 but --data has 8" "$work/log2" || { cat "$work/log2"; fail "dimension message"; }
+    "$bin/mdiff-toy" --out "$work/mine" --data "$work/toy/samples.npy" --steps 5 --num-samples 50 --sample-steps 3 \
+      --hidden 32 --blocks 1 --threads 1 >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-toy --data"; }
+    has_keys "$work/mine/metrics.json" manifold_distance_mean distance_kind
+    grep -q "nearest reference point" "$work/mine/metrics.json" || fail "--data metrics should use the reference sample"
+    ;;
+  toy_kill_resume)
+    # A run killed with SIGKILL (twice, at different moments) and resumed ends with the same samples,
+    # byte for byte, as an uninterrupted run: the weights are the same.
+    args=(--dataset moons --steps 400 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
+          --sample-steps 5 --checkpoint-every 25 --threads 1 --seed 3)
+    "$bin/mdiff-toy" --out "$work/full" "${args[@]}" >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "uninterrupted run"; }
+    for delay in 1.5 3; do
+      "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/k.log" 2>&1 &
+      pid=$!
+      sleep "$delay"
+      kill -9 "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    done
+    ls "$work/killed/checkpoints" >/dev/null 2>&1 || fail "no checkpoint was written before the kills (machine too slow?)"
+    "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume"; }
+    grep -q "resumed at step" "$work/resume.log" || echo "note: the kills came before the first checkpoint"
+    cmp "$work/full/samples.npy" "$work/killed/samples.npy" || fail "killed-and-resumed samples differ from the uninterrupted run"
+    steps=$(grep -c '"step"' "$work/killed/train_log.jsonl")
+    [[ "$steps" -eq $(grep -c '"step"' "$work/full/train_log.jsonl") ]] || fail "train_log.jsonl has $steps lines after the resume"
+    ;;
+  train_sample)
+    "$bin/mdiff-train" --out "$work/run" --steps 4 --batch 8 --base-channels 8 --channel-mult 1,2 --attention 7 \
+      --checkpoint-every 2 --num-samples 0 --preview-every 4 --augment 0.5 --validation-every 2 --threads 1 --workers 1 \
+      >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-train"; }
+    has_keys "$work/run/metrics.json" steps train_seconds
+    for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.pt; do
+      [[ -s "$work/run/$f" ]] || fail "mdiff-train did not write $f"
+    done
+    "$bin/mdiff-train" --out "$work/run" --steps 6 --batch 8 --base-channels 8 --channel-mult 1,2 --attention 7 \
+      --checkpoint-every 2 --num-samples 0 --augment 0.5 --threads 1 --resume >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--resume"; }
+    grep -q "resumed at step 4" "$work/log2" || fail "mdiff-train --resume did not resume at step 4"
+    "$bin/mdiff-sample" --run "$work/run" --out "$work/s" --prompt "ankle boot" --prompt bag --num-samples 4 \
+      --sample-steps 3 --guidance 2 --save-tensor --threads 1 >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-sample"; }
+    has_keys "$work/s/metrics.json" sample_seconds prompts
+    grep -q "ankle boot" "$work/s/metrics.json" || fail "mdiff-sample did not record the prompt"
+    [[ -s "$work/s/grid.png" && -s "$work/s/samples.pt" ]] || fail "mdiff-sample outputs"
+    "$bin/mdiff-sample" --run "$work/run" --out "$work/s2" --prompt "hat" >"$work/log4" 2>&1 && fail "unknown prompt accepted"
+    grep -q "unknown class name 'hat'" "$work/log4" || { cat "$work/log4"; fail "unknown prompt message"; }
+    "$bin/mdiff-sample" --run "$work/nothing" --out "$work/s3" >"$work/log5" 2>&1 && fail "missing run accepted"
+    grep -q "no checkpoint" "$work/log5" || { cat "$work/log5"; fail "missing run message"; }
+    ;;
+  help)
+    for p in mdiff-toy mdiff-train mdiff-sample mdiff-classifier; do
+      "$bin/$p" --help >"$work/$p.help" || fail "$p --help"
+      for flag in --out --seed --threads --device; do
+        grep -q -- "$flag" "$work/$p.help" || fail "$p --help lacks $flag"
+      done
+    done
+    for p in mdiff-toy mdiff-train; do grep -q -- "--steps" "$work/$p.help" || fail "$p lacks --steps"; done
+    for p in mdiff-toy mdiff-train mdiff-sample; do
+      for flag in --sampler --sample-steps --num-samples; do
+        grep -q -- "$flag" "$work/$p.help" || fail "$p --help lacks $flag"
+      done
+    done
+    ;;
+  bad_flags)
+    "$bin/mdiff-toy" --out "$work/x" --no-such-flag >"$work/a" 2>&1 && fail "unknown flag accepted"
+    grep -qi "no-such-flag" "$work/a" || fail "unknown flag not named"
+    "$bin/mdiff-toy" --out "$work/x" --sampler nope >"$work/b" 2>&1 && fail "unknown sampler accepted"
+    grep -q "nope" "$work/b" || fail "unknown sampler not named"
+    "$bin/mdiff-toy" --out "$work/x" --data "$work/missing.npy" --steps 1 >"$work/c" 2>&1 && fail "missing data file accepted"
+    grep -q "missing.npy" "$work/c" || { cat "$work/c"; fail "missing data file not named"; }
+    "$bin/mdiff-train" --out "$work/y" --device cuda:7 --steps 1 >"$work/d" 2>&1 && fail "absent CUDA device accepted"
+    grep -qi "cuda" "$work/d" || { cat "$work/d"; fail "device error unclear"; }
+    "$bin/mdiff-train" --out "$work/y" --data-dir "$work/none" --steps 1 >"$work/e" 2>&1 && fail "missing dataset accepted"
+    grep -q "none" "$work/e" || { cat "$work/e"; fail "missing dataset not named"; }
+    ;;
+  *) fail "unknown case $case_name" ;;
+esac
+echo "programs.$case_name ok"
