@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -31,6 +32,9 @@ inline void add_common_flags(CLI::App& app, CommonFlags& f) {
 
 /// Sets threads and seeds, creates the output folder, prints the build line; returns the device.
 inline c10::Device setup(CommonFlags& f, const char* program) {
+  // Line-buffered output, so a log file or pipe shows progress as it happens (and keeps it when
+  // the process is killed).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   f.threads = mdiff::set_num_threads(f.threads);
   mdiff::manual_seed(f.seed);
   const c10::Device device = mdiff::parse_device(f.device);

@@ -6,6 +6,9 @@ set -euo pipefail
 bin="$1"; case_name="$2"; work="$3"
 rm -rf "$work"; mkdir -p "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
+json_number() {  # file key: the number after "key": in a JSON file
+  sed -n "s/.*\"$2\": *\([-0-9.eE+]*\).*/\1/p" "$1" | head -1
+}
 has_keys() {  # file key...
   local f="$1"; shift
   [[ -s "$f" ]] || fail "$f missing or empty"
@@ -35,33 +38,45 @@ case "$case_name" in
   toy_kill_resume)
     # A run killed with SIGKILL (twice, at different moments) and resumed ends with the same samples,
     # byte for byte, as an uninterrupted run: the weights are the same.
-    args=(--dataset moons --steps 400 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
+    args=(--dataset moons --steps 600 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
           --sample-steps 5 --checkpoint-every 25 --threads 1 --seed 3)
     "$bin/mdiff-toy" --out "$work/full" "${args[@]}" >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "uninterrupted run"; }
-    for delay in 1.5 3; do
-      "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/k.log" 2>&1 &
+    # Kill once a checkpoint at or past step $target exists (plus a short random delay, so the kill
+    # can land mid-step or mid-write), for two targets; each run resumes the previous one.
+    for target in 100 250; do
+      "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/k$target.log" 2>&1 &
       pid=$!
-      sleep "$delay"
-      kill -9 "$pid" 2>/dev/null || true
+      for _ in $(seq 1 600); do
+        newest=$(ls "$work/killed/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\)\.pt$/\1/p' | sort -n | tail -1 || true)
+        [[ -n "$newest" && "$newest" -ge "$target" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+      done
+      sleep "0.0$((RANDOM % 10))"
+      kill -9 "$pid" 2>/dev/null || fail "the run ended before it could be killed (target step $target)"
       wait "$pid" 2>/dev/null || true
     done
-    ls "$work/killed/checkpoints" >/dev/null 2>&1 || fail "no checkpoint was written before the kills (machine too slow?)"
     "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume"; }
-    grep -q "resumed at step" "$work/resume.log" || echo "note: the kills came before the first checkpoint"
+    grep -q "resumed at step" "$work/resume.log" || fail "the last run did not resume"
+    grep -q "resumed at step" "$work/k250.log" || fail "the second run did not resume"
     cmp "$work/full/samples.npy" "$work/killed/samples.npy" || fail "killed-and-resumed samples differ from the uninterrupted run"
+    # And the model learned the curve: samples are far closer to it than noise of the data's scale.
+    d=$(json_number "$work/full/metrics.json" manifold_distance_mean)
+    dn=$(json_number "$work/full/metrics.json" noise_distance_mean)
+    awk -v d="$d" -v n="$dn" 'BEGIN { exit !(d < 0.5 * n) }' || fail "samples are not near the moons: mean distance $d, noise $dn"
     steps=$(grep -c '"step"' "$work/killed/train_log.jsonl")
     [[ "$steps" -eq $(grep -c '"step"' "$work/full/train_log.jsonl") ]] || fail "train_log.jsonl has $steps lines after the resume"
     ;;
   train_sample)
-    "$bin/mdiff-train" --out "$work/run" --steps 4 --batch 8 --base-channels 8 --channel-mult 1,2 --attention 7 \
-      --checkpoint-every 2 --num-samples 0 --preview-every 4 --augment 0.5 --validation-every 2 --threads 1 --workers 1 \
+    "$bin/mdiff-train" --out "$work/run" --steps 4 --batch 8 --base-channels 8 --channel-mult 1,2 \
+      --attention 14 --checkpoint-every 2 --num-samples 0 --preview-every 4 --augment 0.5 --validation-every 2 --threads 1 --workers 1 \
       >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-train"; }
     has_keys "$work/run/metrics.json" steps train_seconds
     for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.pt; do
       [[ -s "$work/run/$f" ]] || fail "mdiff-train did not write $f"
     done
-    "$bin/mdiff-train" --out "$work/run" --steps 6 --batch 8 --base-channels 8 --channel-mult 1,2 --attention 7 \
-      --checkpoint-every 2 --num-samples 0 --augment 0.5 --threads 1 --resume >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--resume"; }
+    "$bin/mdiff-train" --out "$work/run" --steps 6 --batch 8 --base-channels 8 --channel-mult 1,2 \
+      --attention 14 --checkpoint-every 2 --num-samples 0 --augment 0.5 --threads 1 --resume >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--resume"; }
     grep -q "resumed at step 4" "$work/log2" || fail "mdiff-train --resume did not resume at step 4"
     "$bin/mdiff-sample" --run "$work/run" --out "$work/s" --prompt "ankle boot" --prompt bag --num-samples 4 \
       --sample-steps 3 --guidance 2 --save-tensor --threads 1 >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-sample"; }
