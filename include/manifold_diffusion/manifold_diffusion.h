@@ -16,6 +16,7 @@
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/core/device.h>
 #include <manifold_diffusion/core/enum.h>
+#include <manifold_diffusion/core/file.h>
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/core/version.h>
 #include <manifold_diffusion/data/augment.h>

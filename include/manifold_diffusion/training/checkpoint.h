@@ -9,6 +9,7 @@
 ///   auto files = mdiff::list_checkpoints("out/checkpoints");   // oldest first
 /// \endcode
 
+#include <manifold_diffusion/core/file.h>
 #include <manifold_diffusion/models/ema.h>
 
 #include <ATen/core/Tensor.h>
@@ -26,20 +27,6 @@ class OutputArchive;
 }  // namespace torch
 
 namespace manifold_diffusion {
-
-/// Writes `path` atomically: `writer` writes a temporary file in the same folder, which is flushed
-/// to disk and renamed over `path`, so `path` is always either the old or the complete new file.
-/// A failure (full disk, read-only folder, writer exception) removes the temporary file, leaves
-/// `path` untouched and throws an error naming `path`.
-///
-/// Example:
-/// \code
-///   mdiff::atomic_write("out/metrics.json", [&](const std::string& tmp) { std::ofstream(tmp) << json; });
-/// \endcode
-void atomic_write(const std::string& path, const std::function<void(const std::string& tmp_path)>& writer);
-
-/// atomic_write() of a string.
-void atomic_write_text(const std::string& path, const std::string& text);
 
 /// A checkpoint file of a run and the step it holds.
 struct CheckpointFile {
