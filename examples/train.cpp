@@ -154,11 +154,9 @@ int main(int argc, char** argv) {
     config.save(out);
 
     mdiff::UNet unet(config.unet);
-    fmt::print("UNet: {} parameters\n", [&] {
-      int64_t n = 0;
-      for (const auto& p : unet->parameters()) n += p.numel();
-      return n;
-    }());
+    int64_t num_parameters = 0;
+    for (const auto& p : unet->parameters()) num_parameters += p.numel();
+    fmt::print("UNet: {} parameters\n", num_parameters);
 
     // Loader: shuffled by seed, batches assembled on `workers` threads, non-leaky augmentation.
     auto loader_options = mdiff::data::LoaderOptions(batch).seed(common.seed).drop_last(true).num_workers(workers);
@@ -251,11 +249,7 @@ int main(int argc, char** argv) {
     m["train_steps_per_second"] = tr.steps_this_run / std::max(1e-9, tr.seconds);
     m["final_loss"] = tr.final_loss;
     m["skipped_steps"] = tr.skipped;
-    m["parameters"] = [&] {
-      int64_t n = 0;
-      for (const auto& p : unet->parameters()) n += p.numel();
-      return n;
-    }();
+    m["parameters"] = num_parameters;
     m["batch"] = batch;
     m["threads"] = common.threads;
     m["device"] = device.str();

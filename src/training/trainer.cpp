@@ -210,7 +210,7 @@ Trainer::Trainer(TrainerOptions options, std::shared_ptr<torch::nn::Module> mode
   MD_CHECK_VALUE(!validation_ || static_cast<bool>(validation_->next), "Trainer: the validation DataSource has no next()");
   MD_CHECK_VALUE(options_.validation_every() == 0 || validation_.has_value(), "Trainer: validation_every = ",
                  options_.validation_every(), " needs a validation DataSource");
-  resolve_bf16(options_.precision(), options_.device());  // reject bf16 where it cannot run
+  bf16_ = resolve_bf16(options_.precision(), options_.device());  // rejects bf16 where it cannot run
   const auto params = model_->parameters(true);
   MD_CHECK_VALUE(!params.empty(), "Trainer: the model has no parameters");
   model_->to(options_.device());
@@ -265,7 +265,6 @@ at::Tensor Trainer::prepare_labels(const at::Tensor& labels) {
 
 TrainStepInfo Trainer::train_step() {
   MD_CHECK(step_ < options_.steps(), "Trainer: the run is complete (", step_, " of ", options_.steps(), " steps)");
-  const bool bf16 = resolve_bf16(options_.precision(), options_.device());
   model_->train();
   optimizer_->zero_grad();
   TrainStepInfo info;
@@ -286,7 +285,7 @@ TrainStepInfo Trainer::train_step() {
     const at::Tensor noise = at::randn(x0.sizes(), gen_, at::TensorOptions(at::kFloat)).to(options_.device());
     at::Tensor total;
     {
-      AutocastScope autocast(bf16);
+      AutocastScope autocast(bf16_);
       const Denoiser::LossTerms lt = denoiser_->training_loss_terms(x0, t, noise, labels);
       total = lt.loss;
       for (const auto& [term, weight] : terms_) {
@@ -565,12 +564,12 @@ void Trainer::load_checkpoint(const std::string& path) {
   }
   optimizer_ = std::move(optimizer);
   if (ema_) ema_->load_named_state(ema);
+  auto defaults = default_generators();
   for (const auto& [name, st] : rng) {
     if (name == "trainer") {
       set_generator_state(gen_, st);
     } else if (name.rfind("default", 0) == 0) {
       const size_t i = std::stoul(name.substr(7));
-      auto defaults = default_generators();
       if (i < defaults.size()) set_generator_state(defaults[i], st);
     }
   }

@@ -258,6 +258,7 @@ class Trainer {
   TrainerOptions options_;
   std::shared_ptr<torch::nn::Module> model_;
   NetworkFunction network_;
+  bool bf16_ = false;  ///< resolved from options.precision and device once
   at::Tensor current_augment_;
   std::unique_ptr<Denoiser> denoiser_;
   DataSource train_;
