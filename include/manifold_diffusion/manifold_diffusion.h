@@ -54,3 +54,7 @@
 #include <manifold_diffusion/io/png.h>
 #include <manifold_diffusion/io/plot.h>
 #include <manifold_diffusion/data/image_folder.h>
+#include <manifold_diffusion/constraints/measurement.h>
+#include <manifold_diffusion/constraints/sampling.h>
+#include <manifold_diffusion/constraints/spec.h>
+#include <manifold_diffusion/manifold/manifold.h>

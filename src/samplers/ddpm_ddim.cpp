@@ -33,18 +33,23 @@ void DDPMSampler::advance(const Denoiser& denoiser, SamplerState& state, const S
   at::Tensor x_next;
   if (s.last) {
     x_next = out.x0;
+    ctx.proposal_mean = x_next;
+    ctx.proposal_std = 0;
   } else {
     const double beta = 1 - s.ab / s.ab_next;  // respaced beta of this step
     const double c1 = std::sqrt(s.ab_next) * beta / (1 - s.ab);
     const double c2 = std::sqrt(1 - beta) * (1 - s.ab_next) / (1 - s.ab);
     const double post_var = beta * (1 - s.ab_next) / (1 - s.ab);
     x_next = c1 * out.x0 + c2 * state.x;
+    ctx.proposal_mean = x_next;
     const at::Tensor z = noise_like(state);
     switch (options_.variance()) {
       case DDPMVariance::FixedSmall:
+        ctx.proposal_std = std::sqrt(post_var);
         x_next = x_next + std::sqrt(post_var) * z;
         break;
       case DDPMVariance::FixedLarge:
+        ctx.proposal_std = std::sqrt(beta);
         x_next = x_next + std::sqrt(beta) * z;
         break;
       case DDPMVariance::LearnedRange: {
@@ -99,6 +104,8 @@ void DDIMSampler::advance(const Denoiser& denoiser, SamplerState& state, const S
   const double sigma = options_.eta() * std::sqrt((1 - s.ab_next) / (1 - s.ab)) * std::sqrt(1 - s.ab / s.ab_next);
   at::Tensor x_next =
       std::sqrt(s.ab_next) * out.x0 + std::sqrt(std::max(0.0, 1 - s.ab_next - sigma * sigma)) * out.eps;
+  ctx.proposal_mean = x_next;
+  ctx.proposal_std = sigma;
   if (sigma > 0) {
     x_next = x_next + sigma * noise_like(state);
   }

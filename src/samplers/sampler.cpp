@@ -123,8 +123,22 @@ DenoiserOutput Sampler::eval(const Denoiser& denoiser, const at::Tensor& x_vp, d
                              const SampleArgs& args, StepContext& ctx) const {
   const auto opts = at::TensorOptions().dtype(at::kDouble);
   const int64_t n = x_vp.size(0);
-  DenoiserOutput out = denoiser.predict_at(x_vp, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond,
-                                           args.uncond, args.guidance_scale, args.guidance_rescale);
+  bool jacobian = false;
+  for (const auto& hook : args.hooks) {
+    jacobian = jacobian || hook->needs_jacobian();
+  }
+  // The step's first evaluation keeps its graph when a hook differentiates through the denoiser.
+  jacobian = jacobian && !ctx.x_t_leaf.defined();
+  DenoiserOutput out;
+  if (jacobian) {
+    torch::AutoGradMode grad(true);
+    ctx.x_t_leaf = x_vp.detach().requires_grad_(true);
+    out = denoiser.predict_at(ctx.x_t_leaf, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond,
+                              args.uncond, args.guidance_scale, args.guidance_rescale);
+  } else {
+    out = denoiser.predict_at(x_vp, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond, args.uncond,
+                              args.guidance_scale, args.guidance_rescale);
+  }
   if (!args.hooks.empty()) {
     // Hooks run with autograd on, so a gradient correction can differentiate through ctx.denoise;
     // tensors that do not require grad record nothing, so plain hooks pay nothing for it.
@@ -132,9 +146,16 @@ DenoiserOutput Sampler::eval(const Denoiser& denoiser, const at::Tensor& x_vp, d
     for (const auto& hook : args.hooks) {
       out.x0 = hook->on_x0(ctx, out.x0);
     }
+    if (jacobian) {
+      ctx.x0_graph = out.x0;
+    }
     out.x0 = out.x0.detach();
     out.eps = (x_vp - std::sqrt(alpha_bar) * out.x0) / std::sqrt(std::max(1 - alpha_bar, 1e-40));
+    if (out.var_values.defined()) {
+      out.var_values = out.var_values.detach();
+    }
   }
+  ctx.x0_hat = out.x0;
   return out;
 }
 

@@ -29,6 +29,19 @@ struct StepContext {
   /// Runs the denoiser (with the run's conditioning and guidance) on any x at this step's noise
   /// level with autograd enabled, for gradient corrections (MCG, DPS, MPGD).
   std::function<DenoiserOutput(const at::Tensor& x)> denoise;
+  /// The clean-sample estimate of the step's (last) network evaluation after the on_x0 hooks
+  /// (detached); set before on_proposal runs.
+  at::Tensor x0_hat;
+  /// Mean and standard deviation of the proposal's Gaussian when the sampler knows them (DDPM with
+  /// fixed variances, DDIM): proposal = proposal_mean + proposal_std * z. Undefined / -1 otherwise.
+  at::Tensor proposal_mean;
+  double proposal_std = -1;
+  /// Set when a hook needs the denoiser's Jacobian (SamplingHook::needs_jacobian): `x_t_leaf` is x_t
+  /// as a leaf that requires grad and `x0_graph` the on_x0-hooked x0_hat computed from it with the
+  /// autograd graph kept, from the step's first network evaluation. A hook differentiates through
+  /// them (torch::autograd::grad with retain_graph) without another network call.
+  at::Tensor x_t_leaf;
+  at::Tensor x0_graph;
 };
 
 /// A sampling-time correction. Every sampler calls the hooks at the same points of every step:
@@ -50,6 +63,10 @@ class SamplingHook {
   virtual ~SamplingHook() = default;
   virtual at::Tensor on_x0(const StepContext& ctx, at::Tensor x0_hat) { return x0_hat; }
   virtual at::Tensor on_proposal(const StepContext& ctx, at::Tensor x_next) { return x_next; }
+  /// True when on_proposal differentiates through the denoiser (ctx.x_t_leaf / ctx.x0_graph): the
+  /// sampler then runs the step's first network evaluation with autograd on. False by default, so
+  /// samplers pay for autograd only when a hook needs it.
+  virtual bool needs_jacobian() const { return false; }
 };
 
 /// What a callback sees after each step.
