@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -41,6 +42,15 @@ inline c10::Device setup(CommonFlags& f, const char* program) {
   std::filesystem::create_directories(f.out);
   fmt::print("{}: {} | device {} | {} threads\n", program, mdiff::describe_build(), device.str(), f.threads);
   return device;
+}
+
+/// Where the Fashion-MNIST feature classifier is cached: $XDG_CACHE_HOME or ~/.cache, then
+/// manifold_diffusion/fashion_classifier.pt.
+inline std::string default_classifier_path() {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const std::string base = xdg && *xdg ? xdg : (home && *home ? std::string(home) + "/.cache" : ".");
+  return base + "/manifold_diffusion/fashion_classifier.pt";
 }
 
 /// Writes `DIR/metrics.json` atomically and prints it.

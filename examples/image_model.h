@@ -72,24 +72,53 @@ inline mdiff::Denoiser image_denoiser(mdiff::UNet unet, const ImageModelConfig& 
       mdiff::NoiseSchedule(c.schedule), c.denoiser);
 }
 
-/// Clamps x0_hat to the data range [-1, 1] at every step (DDPM's "clip_denoised").
-class ClipX0 : public mdiff::SamplingHook {
- public:
-  at::Tensor on_x0(const mdiff::StepContext&, at::Tensor x0) override { return x0.clamp(-1, 1); }
+/// A trained image model loaded for sampling.
+struct LoadedImageModel {
+  ImageModelConfig config;
+  mdiff::UNet unet{nullptr};
+  std::string checkpoint;
+  int64_t step = 0;
 };
+
+/// Loads `--run DIR` (config.json + the newest checkpoint) or `--config` + `--checkpoint`, with
+/// the EMA weights unless `trained_weights`; the network is moved to `device` in eval mode.
+inline LoadedImageModel load_image_model(const std::string& run_dir, std::string config_path, std::string checkpoint,
+                                         bool trained_weights, c10::Device device) {
+  MD_CHECK_VALUE(!run_dir.empty() || (!config_path.empty() && !checkpoint.empty()),
+                 "give --run DIR, or both --config and --checkpoint");
+  if (config_path.empty()) config_path = run_dir + "/config.json";
+  if (checkpoint.empty()) {
+    const auto files = mdiff::list_checkpoints(run_dir + "/checkpoints");
+    MD_CHECK_VALUE(!files.empty(), "no checkpoint in '", run_dir, "/checkpoints'");
+    checkpoint = files.back().path;
+  }
+  LoadedImageModel m;
+  m.config = ImageModelConfig::load(config_path);
+  m.unet = mdiff::UNet(m.config.unet);
+  m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
+  m.unet->to(device);
+  m.unet->eval();
+  m.checkpoint = checkpoint;
+  fmt::print("model: {} ({} weights, step {})\n", checkpoint, trained_weights ? "trained" : "EMA", m.step);
+  return m;
+}
 
 /// Samples `labels.size(0)` images (labels undefined: unconditional, then `n` images) in batches,
 /// with classifier-free guidance when `guidance` != 1. Per-sample seeds: sample i depends only on
 /// (seed, i), whatever the batch size.
 inline at::Tensor sample_images(const mdiff::Denoiser& denoiser, const mdiff::Sampler& sampler,
                                 const ImageModelConfig& c, int64_t n, const at::Tensor& labels, double guidance,
-                                uint64_t seed, int64_t batch, c10::Device device, bool clip = true) {
+                                uint64_t seed, int64_t batch, c10::Device device, bool clip = true,
+                                const std::vector<std::string>& constraints = {}) {
   std::vector<at::Tensor> parts;
   at::NoGradGuard no_grad;
   for (int64_t start = 0; start < n; start += batch) {
     const int64_t m = std::min(batch, n - start);
     mdiff::SampleArgs args;
-    if (clip) args.hooks.push_back(std::make_shared<ClipX0>());
+    if (clip) args.hooks.push_back(std::make_shared<mdiff::StaticClip>());
+    for (const auto& spec : constraints) {
+      args.hooks.push_back(mdiff::make_sampling_constraint(spec, mdiff::SamplingConstraintContext()));
+    }
     if (labels.defined()) {
       args.cond = labels.slice(0, start, start + m).to(device);
       if (guidance != 1.0) {

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "model config.json (instead of --run)");
   app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
   app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1] while sampling");
+  std::vector<std::string> sample_constraints;
+  app.add_option("--sample-constraint", sample_constraints,
+                 "sampling-time constraint NAME[:key=value,...] (repeatable; replaces the default clip): clip, dynamic_threshold, ...");
   app.add_option("--sampler", sampler_name, "sampler")->capture_default_str()->check(CLI::IsMember(mdiff::sampler_names()));
   app.add_option("--sample-steps", sample_steps, "sampling steps")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--eta", eta, "DDIM eta (ddim only)")->capture_default_str()->check(CLI::Range(0.0, 10.0));
@@ -42,20 +45,11 @@ int main(int argc, char** argv) {
 
   return mdiff_program::run_guarded("mdiff-sample", [&] {
     const c10::Device device = mdiff_program::setup(common, "mdiff-sample");
-    MD_CHECK_VALUE(!run_dir.empty() || (!config_path.empty() && !checkpoint.empty()),
-                   "give --run DIR, or both --config and --checkpoint");
-    if (config_path.empty()) config_path = run_dir + "/config.json";
-    if (checkpoint.empty()) {
-      const auto files = mdiff::list_checkpoints(run_dir + "/checkpoints");
-      MD_CHECK_VALUE(!files.empty(), "no checkpoint in '", run_dir, "/checkpoints'");
-      checkpoint = files.back().path;
-    }
-    const auto config = mdiff_program::ImageModelConfig::load(config_path);
-    mdiff::UNet unet(config.unet);
-    const int64_t step = mdiff::load_weights(checkpoint, *unet, !trained_weights);
-    unet->to(device);
-    unet->eval();
-    fmt::print("model: {} ({} weights, step {})\n", checkpoint, trained_weights ? "trained" : "EMA", step);
+    auto model = mdiff_program::load_image_model(run_dir, config_path, checkpoint, trained_weights, device);
+    const auto& config = model.config;
+    mdiff::UNet unet = model.unet;
+    checkpoint = model.checkpoint;
+    const int64_t step = model.step;
 
     at::Tensor labels;
     std::vector<std::string> drawn;
@@ -83,7 +77,8 @@ int main(int argc, char** argv) {
     const auto sampler = mdiff::make_sampler(sampler_name, sample_steps, eta);
     const auto t0 = std::chrono::steady_clock::now();
     const at::Tensor x = mdiff_program::sample_images(denoiser, *sampler, config, num_samples, labels, guidance,
-                                                      common.seed, batch, device, !no_clip);
+                                                      common.seed, batch, device, !no_clip && sample_constraints.empty(),
+                                                      sample_constraints);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
     mdiff::io::save_image_grid(common.out + "/grid.png", x, mdiff::io::GridOptions().nrow(nrow));
@@ -99,6 +94,8 @@ int main(int argc, char** argv) {
     m["eta"] = eta;
     m["guidance"] = guidance;
     m["num_samples"] = num_samples;
+    m["sample_constraints"] = sample_constraints;
+    m["saturated_fraction"] = (x.abs() > 0.99).to(at::kDouble).mean().item<double>();
     m["prompts"] = drawn;
     m["sample_seconds"] = seconds;
     m["images_per_second"] = static_cast<double>(num_samples) / std::max(1e-9, seconds);

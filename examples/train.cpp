@@ -34,12 +34,6 @@ std::vector<int64_t> parse_ints(const std::string& s, const char* what) {
   return out;
 }
 
-std::string default_classifier_path() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string base = xdg && *xdg ? xdg : (home && *home ? std::string(home) + "/.cache" : ".");
-  return base + "/manifold_diffusion/fashion_classifier.pt";
-}
 
 }  // namespace
 
@@ -57,7 +51,7 @@ int main(int argc, char** argv) {
   int64_t warmup = 200, accumulation = 1, checkpoint_every = 500, keep_last = 3, preview_every = 0;
   int64_t validation_every = 0, workers = 1;
   double time_limit = 0;
-  std::string sampler_name = "dpmpp_2m", classifier_path = default_classifier_path();
+  std::string sampler_name = "dpmpp_2m", classifier_path = mdiff_program::default_classifier_path();
   int64_t sample_steps = 25, num_samples = 1000, sample_batch = 250;
   double eta = 0.0, guidance = 1.0;
   app.add_option("--data-dir", data_dir, "Fashion-MNIST IDX folder")->capture_default_str();
