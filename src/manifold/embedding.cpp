@@ -402,21 +402,31 @@ std::unique_ptr<Embedding> make_embedding(const std::string& name, const Embeddi
   return nullptr;
 }
 
-double knn_preservation(const at::Tensor& high, const at::Tensor& low, int64_t k) {
-  check_dim(high, "high", 2);
-  check_dim(low, "low", 2);
-  MD_CHECK_VALUE(high.size(0) == low.size(0), "knn_preservation: high and low must have the same number of points, got ",
-                 shape_string(high), " and ", shape_string(low));
-  const at::Tensor a = knn_graph(high, k).indices.to(at::kCPU);
-  const at::Tensor b = knn_graph(low, k).indices.to(at::kCPU);
-  int64_t kept = 0;
+double knn_overlap(const at::Tensor& a_in, const at::Tensor& b_in) {
+  check_dim(a_in, "a", 2);
+  check_index_dtype(a_in, "a");
+  check_index_dtype(b_in, "b");
+  check_same_shape(a_in, "a", b_in, "b");
+  check_non_empty(a_in, "a");
+  const at::Tensor a = a_in.to(at::kCPU, at::kLong);
+  const at::Tensor b = b_in.to(at::kCPU, at::kLong);
   const int64_t n = a.size(0);
+  const int64_t k = a.size(1);
+  int64_t kept = 0;
   const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 22) / (k * k));
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t m = std::min(chunk, n - s);
     kept += (a.narrow(0, s, m).unsqueeze(2) == b.narrow(0, s, m).unsqueeze(1)).any(2).sum().item<int64_t>();
   }
   return static_cast<double>(kept) / static_cast<double>(n * k);
+}
+
+double knn_preservation(const at::Tensor& high, const at::Tensor& low, int64_t k) {
+  check_dim(high, "high", 2);
+  check_dim(low, "low", 2);
+  MD_CHECK_VALUE(high.size(0) == low.size(0), "knn_preservation: high and low must have the same number of points, got ",
+                 shape_string(high), " and ", shape_string(low));
+  return knn_overlap(knn_graph(high, k).indices, knn_graph(low, k).indices);
 }
 
 }  // namespace manifold_diffusion

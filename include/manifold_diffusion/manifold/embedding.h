@@ -58,7 +58,7 @@ struct EmbeddingOptions {
   TORCH_ARG(double, theta) = 0.5;
   /// t-SNE: exact O(N^2) gradients up to this many points, Barnes–Hut (2-D quadtree) beyond
   /// (Barnes–Hut needs dims = 2; other dims stay exact).
-  TORCH_ARG(int64_t, exact_max) = 2000;
+  TORCH_ARG(int64_t, exact_max) = 1000;
 };
 
 /// A fitted map from R^D to R^dims. Inputs are [N, ...] floating tensors (flattened to [N, D]),
@@ -238,5 +238,15 @@ const std::vector<std::string>& embedding_names();
 ///   double kept = mdiff::knn_preservation(x, tsne.fit_transform(x), 10);
 /// \endcode
 double knn_preservation(const at::Tensor& high, const at::Tensor& low, int64_t k);
+
+/// Mean over rows of |row_i(a) ∩ row_i(b)| / k for two index lists a, b [N, k] (e.g.
+/// knn_graph(...).indices of the same points in two spaces); knn_preservation() without the
+/// searches, for when the neighbour lists are already at hand.
+///
+/// Example:
+/// \code
+///   double kept = mdiff::knn_overlap(mdiff::knn_graph(x, 10).indices, mdiff::knn_graph(y, 10).indices);
+/// \endcode
+double knn_overlap(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace manifold_diffusion
