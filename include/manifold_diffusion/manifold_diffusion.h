@@ -58,3 +58,8 @@
 #include <manifold_diffusion/constraints/sampling.h>
 #include <manifold_diffusion/constraints/spec.h>
 #include <manifold_diffusion/manifold/manifold.h>
+#include <manifold_diffusion/manifold/knn.h>
+#include <manifold_diffusion/manifold/pca.h>
+#include <manifold_diffusion/manifold/analytic.h>
+#include <manifold_diffusion/manifold/reference.h>
+#include <manifold_diffusion/manifold/embedding.h>
