@@ -58,3 +58,8 @@
 #include <manifold_diffusion/io/png.h>
 #include <manifold_diffusion/io/plot.h>
 #include <manifold_diffusion/data/image_folder.h>
+#include <manifold_diffusion/manifold/manifold.h>
+#include <manifold_diffusion/manifold/knn.h>
+#include <manifold_diffusion/manifold/pca.h>
+#include <manifold_diffusion/manifold/analytic.h>
+#include <manifold_diffusion/manifold/reference.h>
