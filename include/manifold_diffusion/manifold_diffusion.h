@@ -54,7 +54,6 @@
 #include <manifold_diffusion/training/trainer.h>
 #include <manifold_diffusion/constraints/spec.h>
 #include <manifold_diffusion/constraints/training.h>
-#include <manifold_diffusion/manifold/manifold.h>
 #include <manifold_diffusion/io/png.h>
 #include <manifold_diffusion/io/plot.h>
 #include <manifold_diffusion/data/image_folder.h>
