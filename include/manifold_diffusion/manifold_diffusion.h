@@ -62,3 +62,4 @@
 #include <manifold_diffusion/manifold/pca.h>
 #include <manifold_diffusion/manifold/analytic.h>
 #include <manifold_diffusion/manifold/reference.h>
+#include <manifold_diffusion/manifold/embedding.h>
