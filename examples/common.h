@@ -75,4 +75,18 @@ int run_guarded(const char* program, F&& body) {
   return 0;
 }
 
+/// Builds the --train-constraint specifications with `context`, adds them to the trainer, prints
+/// one line per constraint, and returns {spec, description} pairs for metrics.json.
+inline nlohmann::json add_train_constraints(mdiff::Trainer& trainer, const std::vector<std::string>& specs,
+                                            const mdiff::TrainingConstraintContext& context) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const std::string& text : specs) {
+    auto c = mdiff::make_training_constraint(mdiff::ConstraintSpec::parse(text), context);
+    fmt::print("train constraint: {} (extra network calls per example: {})\n", c->describe(), c->extra_network_calls());
+    list.push_back({{"spec", text}, {"description", c->describe()}, {"extra_network_calls", c->extra_network_calls()}});
+    trainer.add_loss_term(c);
+  }
+  return list;
+}
+
 }  // namespace mdiff_program

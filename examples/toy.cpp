@@ -36,6 +36,10 @@ struct Flags {
   int64_t num_samples = 4000;
   int64_t checkpoint_every = 1000;
   bool resume = false;
+  std::vector<std::string> train_constraints;
+  int64_t latent_dim = 0;
+  int64_t ae_latent = 0;
+  int64_t ae_steps = 2000;
 };
 
 mdiff::data::ManifoldKind manifold_kind(const std::string& name) {
@@ -113,6 +117,24 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 100000000));
   app.add_flag("--resume", f.resume, "continue from the newest checkpoint in --out");
+  app.add_option("--train-constraint", f.train_constraints,
+                 "training-time constraint NAME[:key=value,...], repeatable: " +
+                     [] {
+                       std::string names;
+                       for (const auto& n : mdiff::training_constraint_names()) names += (names.empty() ? "" : ", ") + n;
+                       return names;
+                     }() +
+                     " (see docs/constraints-training.md)");
+  app.add_option("--latent-dim", f.latent_dim,
+                 "latent diffusion: train an MLP autoencoder to this latent dimension, diffuse its standardised "
+                 "latents, decode the samples (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--ae-latent", f.ae_latent, "latent dimension of the autoencoder of the 'ae' constraint (0: the "
+                 "manifold's intrinsic dimension, else 2)")->capture_default_str()->check(CLI::Range(0, 100000));
+  app.add_option("--ae-steps", f.ae_steps, "autoencoder training steps (ae constraint, --latent-dim)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
   CLI11_PARSE(app, argc, argv);
 
   return mdiff_program::run_guarded("mdiff-toy", [&] {
@@ -150,8 +172,45 @@ int main(int argc, char** argv) {
                manifold ? fmt::format(" ({}, intrinsic dimension {})", f.dataset, manifold->intrinsic_dim) : "",
                reference.size(0));
 
+    // The autoencoder (for the 'ae' constraint or latent diffusion), trained on the standardised
+    // data, or read back from --out when resuming. With --latent-dim the model's space is the
+    // autoencoder's latent space (standardised by one shift and one scale), else the standardised data.
+    bool wants_ae_term = false;
+    for (const auto& c : f.train_constraints) wants_ae_term = wants_ae_term || mdiff::ConstraintSpec::parse(c).name() == "ae";
+    MD_CHECK_VALUE(!(wants_ae_term && f.latent_dim > 0), "--train-constraint ae and --latent-dim ", f.latent_dim,
+                   " cannot be combined (the ae regulariser acts in data space)");
+    mdiff::Autoencoder ae{nullptr};
+    double ae_loss = -1;
+    if (wants_ae_term || f.latent_dim > 0) {
+      const std::string ae_path = out + "/autoencoder.pt";
+      if (f.resume && std::filesystem::exists(ae_path)) {
+        ae = mdiff::load_autoencoder(ae_path);
+      } else {
+        const int64_t latent = f.latent_dim > 0 ? f.latent_dim
+                               : f.ae_latent > 0 ? f.ae_latent
+                                                 : (manifold ? manifold->intrinsic_dim : 2);
+        at::manual_seed(f.common.seed + 5);
+        ae = mdiff::Autoencoder(mdiff::AutoencoderOptions::mlp(dim, latent).hidden(128));
+        const auto h = mdiff::train_autoencoder(
+            ae, train_n, mdiff::AutoencoderTrainOptions().steps(f.ae_steps).seed(f.common.seed + 6));
+        ae_loss = h.back();
+        mdiff::save_autoencoder(ae_path, ae);
+        fmt::print("autoencoder: R^{} -> R^{}, {} steps, final reconstruction MSE {:.3g} (standardised units)\n", dim,
+                   latent, f.ae_steps, ae_loss);
+      }
+    }
+    at::Tensor model_data = train_n, z_mean, z_scale;
+    if (f.latent_dim > 0) {
+      at::NoGradGuard no_grad;
+      const at::Tensor z = ae->encode(train_n);
+      z_mean = z.mean(0, true);
+      z_scale = (z - z_mean).pow(2).mean().sqrt();
+      model_data = (z - z_mean) / z_scale;
+    }
+    const int64_t model_dim = model_data.size(1);
+
     // Model, schedule, trainer.
-    mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(dim).hidden(f.hidden).num_blocks(f.blocks));
+    mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(model_dim).hidden(f.hidden).num_blocks(f.blocks));
     const mdiff::NoiseSchedule schedule = f.schedule == "cosine" ? mdiff::NoiseSchedule::cosine(f.diffusion_steps)
                                                                  : mdiff::NoiseSchedule::linear(f.diffusion_steps);
     auto opts = mdiff::TrainerOptions(f.steps)
@@ -164,7 +223,34 @@ int main(int argc, char** argv) {
                     .device(device);
     mdiff::Trainer trainer(opts, net.ptr(), mdiff::network_function(net), schedule,
                            mdiff::DenoiserOptions(mdiff::enum_from_string<mdiff::PredictionType>(f.prediction)),
-                           mdiff::random_batches(train_n, {}, f.batch, mdiff::mix_seed(f.common.seed + 1)));
+                           mdiff::random_batches(model_data, {}, f.batch, mdiff::mix_seed(f.common.seed + 1)));
+    // Training-time constraints. The tangent regulariser's manifold: local PCA of (up to 5000)
+    // training points in the model's space, with the synthetic manifold's intrinsic dimension.
+    nlohmann::json constraints_json = nlohmann::json::array();
+    std::map<std::string, double> last_scalars;
+    if (!f.train_constraints.empty()) {
+      mdiff::TrainingConstraintContext ctx;
+      ctx.sample_shape = {model_dim};
+      ctx.seed = f.common.seed;
+      if (wants_ae_term) {
+        ae->to(device);
+        ctx.autoencoder = ae;
+      }
+      for (const auto& c : f.train_constraints) {
+        if (mdiff::ConstraintSpec::parse(c).name() == "tangent" && !ctx.manifold) {
+          const at::Tensor ref = model_data.slice(0, 0, std::min<int64_t>(model_data.size(0), 5000)).to(device);
+          ctx.manifold = mdiff::ReferenceManifold::make(
+              ref, mdiff::ReferenceOptions().k(12).dim(manifold ? std::min<int64_t>(manifold->intrinsic_dim, model_dim) : -1));
+          fmt::print("tangent manifold: local PCA of {} training points, k = 12, d = {}\n", ref.size(0),
+                     ctx.manifold->intrinsic_dim());
+        }
+      }
+      constraints_json = mdiff_program::add_train_constraints(trainer, f.train_constraints, ctx);
+      trainer.add_callback(std::make_shared<mdiff::LambdaCallback>([&](mdiff::Trainer&, const mdiff::TrainStepInfo& s) {
+        last_scalars = s.scalars;
+        return false;
+      }));
+    }
     std::vector<std::pair<int64_t, double>> losses;
     trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
     trainer.add_callback(std::make_shared<mdiff::LambdaCallback>([&](mdiff::Trainer&, const mdiff::TrainStepInfo& s) {
@@ -181,8 +267,9 @@ int main(int argc, char** argv) {
     net->eval();
     trainer.with_ema_weights([&] {
       at::NoGradGuard no_grad;
-      samples = sampler->sample(trainer.denoiser(), {f.num_samples, dim}, mdiff::mix_seed(f.common.seed + 2), {}, 0,
-                                at::TensorOptions(at::kFloat).device(device));
+      samples = sampler->sample(trainer.denoiser(), {f.num_samples, model_dim}, mdiff::mix_seed(f.common.seed + 2), {},
+                                0, at::TensorOptions(at::kFloat).device(device));
+      if (f.latent_dim > 0) samples = ae->decode(samples.cpu() * z_scale + z_mean);
     });
     const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     samples = samples.cpu() * scale + mean;
@@ -209,6 +296,11 @@ int main(int argc, char** argv) {
     m["density"] = prdc.density;
     m["coverage"] = prdc.coverage;
     m["train_seconds"] = tr.seconds;
+    m["train_ms_per_step"] = 1000.0 * tr.seconds / static_cast<double>(std::max<int64_t>(1, tr.steps_this_run));
+    m["train_constraints"] = constraints_json;
+    for (const auto& [k, v] : last_scalars) m["last_" + k] = v;
+    if (f.latent_dim > 0) m["latent_dim"] = f.latent_dim;
+    if (ae_loss >= 0) m["autoencoder_final_loss"] = ae_loss;
     m["sample_seconds"] = sample_seconds;
     m["steps"] = tr.steps;
     m["final_loss"] = tr.final_loss;

@@ -91,6 +91,14 @@ int main(int argc, char** argv) {
   app.add_option("--guidance", guidance, "classifier-free guidance scale for the evaluation")->capture_default_str()->check(CLI::Range(0.0, 100.0));
   app.add_option("--num-samples", num_samples, "samples for feature-FD (0: skip the evaluation)")->capture_default_str()->check(CLI::Range(0, 10000000));
   app.add_option("--sample-batch", sample_batch, "sampling batch")->capture_default_str()->check(CLI::Range(1, 100000));
+  std::vector<std::string> train_constraints;
+  int64_t ae_steps = 1000;
+  app.add_option("--train-constraint", train_constraints,
+                 "training-time constraint NAME[:key=value,...], repeatable: augment:p=0.12 (the same as --augment p), "
+                 "ip, iso, tangent, ae, adversarial (see docs/constraints-training.md)");
+  app.add_option("--ae-steps", ae_steps, "training steps of the convolutional autoencoder of the 'ae' constraint")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000000));
   app.add_option("--classifier", classifier_path, "feature classifier (trained on Fashion-MNIST and cached here when missing)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -98,6 +106,22 @@ int main(int argc, char** argv) {
   return mdiff_program::run_guarded("mdiff-train", [&] {
     const c10::Device device = mdiff_program::setup(common, "mdiff-train");
     const std::string& out = common.out;
+
+    // "augment" is EDM's non-leaky augmentation of the loader (--augment); the rest are loss terms.
+    std::vector<std::string> loss_constraints;
+    bool wants_ae_term = false, wants_tangent = false;
+    for (const auto& text : train_constraints) {
+      const auto spec = mdiff::ConstraintSpec::parse(text);
+      if (spec.name() == "augment") {
+        augment_p = spec.get_double("p", 0.12);
+        MD_CHECK_VALUE(augment_p >= 0 && augment_p <= 1, "constraint 'augment': p must be in [0, 1], got ", augment_p);
+        spec.check_all_used();
+      } else {
+        loss_constraints.push_back(text);
+        wants_ae_term = wants_ae_term || spec.name() == "ae";
+        wants_tangent = wants_tangent || spec.name() == "tangent";
+      }
+    }
 
     // Data.
     mdiff::data::LabeledImages train, validation, test;
@@ -186,6 +210,43 @@ int main(int argc, char** argv) {
                     .device(device);
     mdiff::Trainer trainer(opts, unet.ptr(), mdiff::network_function(unet), mdiff::NoiseSchedule(config.schedule),
                            config.denoiser, mdiff::loader_source(loader), val_source);
+    nlohmann::json constraints_json = nlohmann::json::array();
+    for (const auto& text : train_constraints) {
+      if (mdiff::ConstraintSpec::parse(text).name() == "augment") {
+        constraints_json.push_back({{"spec", text}, {"description", fmt::format("augment: p={} (non-leaky, augment_dim {})",
+                                                                                augment_p, mdiff::data::Augment::label_dim())},
+                                    {"extra_network_calls", 0.0}});
+      }
+    }
+    if (!loss_constraints.empty()) {
+      mdiff::TrainingConstraintContext ctx;
+      ctx.sample_shape = {channels, image_size, image_size};
+      ctx.seed = common.seed;
+      if (wants_tangent) {
+        // Local PCA of 12 neighbours among (up to) 5000 training images, tangent dimension 8.
+        const at::Tensor ref = train.images.slice(0, 0, std::min<int64_t>(train.size(), 5000)).to(device, at::kFloat);
+        ctx.manifold = mdiff::ReferenceManifold::make(ref, mdiff::ReferenceOptions().k(12).dim(8));
+      }
+      if (wants_ae_term) {
+        const std::string ae_path = out + "/autoencoder.pt";
+        if (resume && std::filesystem::exists(ae_path)) {
+          ctx.autoencoder = mdiff::load_autoencoder(ae_path);
+        } else {
+          at::manual_seed(common.seed + 5);
+          ctx.autoencoder = mdiff::Autoencoder(mdiff::AutoencoderOptions::conv(channels, 4).hidden(32));
+          ctx.autoencoder->to(device);
+          const auto h = mdiff::train_autoencoder(ctx.autoencoder, train.images.to(device),
+                                                  mdiff::AutoencoderTrainOptions().steps(ae_steps).batch(64).seed(common.seed + 6));
+          ctx.autoencoder->to(c10::kCPU);
+          mdiff::save_autoencoder(ae_path, ctx.autoencoder);
+          fmt::print("autoencoder: {}x{}x{} -> 4x{}x{}, {} steps, final reconstruction MSE {:.3g}\n", channels, image_size,
+                     image_size, image_size / 4, image_size / 4, ae_steps, h.back());
+        }
+        ctx.autoencoder->to(device);
+      }
+      const auto added = mdiff_program::add_train_constraints(trainer, loss_constraints, ctx);
+      for (const auto& a : added) constraints_json.push_back(a);
+    }
     trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
     if (time_limit > 0) trainer.add_callback(std::make_shared<mdiff::TimeLimit>(time_limit));
     const auto preview_sampler = mdiff::make_sampler("dpmpp_2m", 20);
@@ -240,6 +301,7 @@ int main(int argc, char** argv) {
     m["dataset"] = dataset;
     m["steps"] = tr.steps;
     m["train_seconds"] = tr.seconds;
+    m["train_constraints"] = constraints_json;
     m["train_steps_per_second"] = tr.steps_this_run / std::max(1e-9, tr.seconds);
     m["final_loss"] = tr.final_loss;
     m["skipped_steps"] = tr.skipped;

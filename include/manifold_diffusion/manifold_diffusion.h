@@ -24,6 +24,7 @@
 #include <manifold_diffusion/data/loader.h>
 #include <manifold_diffusion/data/point_cloud.h>
 #include <manifold_diffusion/data/synthetic.h>
+#include <manifold_diffusion/models/autoencoder.h>
 #include <manifold_diffusion/models/blocks.h>
 #include <manifold_diffusion/models/ema.h>
 #include <manifold_diffusion/models/embeddings.h>
@@ -51,6 +52,8 @@
 #include <manifold_diffusion/training/loss_term.h>
 #include <manifold_diffusion/training/lr_schedule.h>
 #include <manifold_diffusion/training/trainer.h>
+#include <manifold_diffusion/constraints/spec.h>
+#include <manifold_diffusion/constraints/training.h>
 #include <manifold_diffusion/io/png.h>
 #include <manifold_diffusion/io/plot.h>
 #include <manifold_diffusion/data/image_folder.h>

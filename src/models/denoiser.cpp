@@ -278,7 +278,7 @@ at::Tensor Denoiser::sample_timesteps(int64_t n, at::Generator generator) const 
 }
 
 Denoiser::LossTerms Denoiser::training_loss_terms(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise,
-                                                  const at::Tensor& cond) const {
+                                                  const at::Tensor& cond, const at::Tensor& input_noise) const {
   check_floating(x0, "x0");
   MD_CHECK_VALUE(x0.dim() >= 2, "x0: expected a batch of samples [N, ...], got shape ", shape_string(x0));
   check_same_shape(x0, "x0", noise, "noise");
@@ -286,7 +286,8 @@ Denoiser::LossTerms Denoiser::training_loss_terms(const at::Tensor& x0, const at
   LossTerms r;
   r.alpha_bar = alpha_bar_at(t);
   const at::Tensor ab = per_sample(r.alpha_bar, x0);
-  r.x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise;
+  if (input_noise.defined()) check_same_shape(x0, "x0", input_noise, "input_noise");
+  r.x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * (input_noise.defined() ? input_noise : noise);
   r.pred = predict_at(r.x_t, t.to(at::kDouble), r.alpha_bar, cond);
   // The network's output in its own space, recovered from the converted predictions.
   switch (options_.prediction()) {

@@ -286,7 +286,15 @@ TrainStepInfo Trainer::train_step() {
     at::Tensor total;
     {
       AutocastScope autocast(bf16_);
-      const Denoiser::LossTerms lt = denoiser_->training_loss_terms(x0, t, noise, labels);
+      at::Tensor input_noise;
+      for (const auto& [term, weight] : terms_) {
+        at::Tensor n = term->input_noise(input_noise.defined() ? input_noise : noise, gen_);
+        if (n.defined()) {
+          check_same_shape(n, "input_noise", noise, "noise");
+          input_noise = std::move(n);
+        }
+      }
+      const Denoiser::LossTerms lt = denoiser_->training_loss_terms(x0, t, noise, labels, input_noise);
       total = lt.loss;
       for (const auto& [term, weight] : terms_) {
         const LossContext ctx{*denoiser_, x0, lt.x_t, t, noise, labels, lt.output, lt.pred, lt.alpha_bar, step_};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end runs of the bundled programs on small settings (ctest: programs.*).
 #   run_programs.sh <bin dir> <case> <work dir>
-# Cases: toy, toy_kill_resume, train_sample, help, bad_flags.
+# Cases: toy, toy_kill_resume, train_sample, help, bad_flags, train_constraints.
 set -euo pipefail
 bin="$1"; case_name="$2"; work="$3"
 rm -rf "$work"; mkdir -p "$work"
@@ -113,6 +113,30 @@ case "$case_name" in
     grep -qi "cuda" "$work/d" || { cat "$work/d"; fail "device error unclear"; }
     "$bin/mdiff-train" --out "$work/y" --data-dir "$work/none" --steps 1 >"$work/e" 2>&1 && fail "missing dataset accepted"
     grep -q "none" "$work/e" || { cat "$work/e"; fail "missing dataset not named"; }
+    ;;
+  train_constraints)
+    # Every training-time constraint in mdiff-toy (their scalars reach the log and metrics.json),
+    # latent diffusion, mdiff-train's augment/ip/iso, and a misspelt option.
+    "$bin/mdiff-toy" --out "$work/toy" --dataset swiss_roll --ambient-dim 8 --steps 30 --n-train 1000 --batch 64 \
+      --hidden 32 --blocks 1 --num-samples 100 --sample-steps 4 --threads 1 --ae-steps 50 \
+      --train-constraint ip:gamma=0.1 --train-constraint iso:lambda=0.1 --train-constraint tangent \
+      --train-constraint ae --train-constraint adversarial:hidden=16 >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-toy --train-constraint"; }
+    has_keys "$work/toy/metrics.json" train_constraints train_seconds train_ms_per_step last_loss_iso last_tangent_normal_sq \
+      last_ae_energy_sq last_adv_d_acc last_ip_input_noise_std
+    has_keys "$work/toy/train_log.jsonl" loss_iso tangent_normal_sq adv_d_loss
+    "$bin/mdiff-toy" --out "$work/latent" --dataset moons --steps 20 --n-train 500 --batch 64 --hidden 32 --blocks 1 \
+      --num-samples 100 --sample-steps 4 --threads 1 --latent-dim 2 --ae-steps 50 >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--latent-dim"; }
+    has_keys "$work/latent/metrics.json" latent_dim autoencoder_final_loss manifold_distance_mean
+    "$bin/mdiff-toy" --out "$work/bad" --steps 2 --threads 1 --train-constraint iso:lamda=1 >"$work/log3" 2>&1 && fail "misspelt option accepted"
+    grep -q "lamda" "$work/log3" || { cat "$work/log3"; fail "misspelt option not named"; }
+    "$bin/mdiff-toy" --out "$work/bad" --steps 2 --threads 1 --train-constraint nope >"$work/log4" 2>&1 && fail "unknown constraint accepted"
+    grep -q "valid: ip, iso" "$work/log4" || { cat "$work/log4"; fail "unknown constraint message"; }
+    "$bin/mdiff-train" --out "$work/train" --steps 2 --batch 8 --base-channels 8 --channel-mult 1,2 --attention 14 \
+      --num-samples 0 --threads 1 --workers 1 --train-constraint augment:p=0.5 --train-constraint ip \
+      --train-constraint iso >"$work/log5" 2>&1 || { cat "$work/log5"; fail "mdiff-train --train-constraint"; }
+    has_keys "$work/train/metrics.json" train_constraints
+    grep -q '"augment:p=0.5"' "$work/train/metrics.json" || fail "metrics.json lacks the augment spec"
+    grep -q '"augment_dim": *7' "$work/train/config.json" || fail "augment did not give the UNet augment_dim 7"
     ;;
   *) fail "unknown case $case_name" ;;
 esac

@@ -172,8 +172,10 @@ class Denoiser {
     at::Tensor alpha_bar;  ///< [N] noise levels used.
   };
   /// Noises x0 at timesteps t [N] with `noise`, runs the network and returns every loss term.
+  /// When `input_noise` is defined, x_t is formed with it instead while the target keeps `noise`
+  /// (input perturbation, DDPM-IP: input_noise = noise + gamma * xi).
   LossTerms training_loss_terms(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise,
-                                const at::Tensor& cond = {}) const;
+                                const at::Tensor& cond = {}, const at::Tensor& input_noise = {}) const;
   /// training_loss_terms(...).loss.
   at::Tensor training_loss(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise,
                            const at::Tensor& cond = {}) const;

@@ -20,6 +20,7 @@
 #include <manifold_diffusion/models/denoiser.h>
 #include <manifold_diffusion/models/ema.h>
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -36,7 +37,7 @@ struct LossContext {
   const at::Tensor& x0;         ///< clean batch [N, ...].
   const at::Tensor& x_t;        ///< noised batch.
   const at::Tensor& t;          ///< [N] timesteps (fractional for EDM-style sampling).
-  const at::Tensor& noise;      ///< the noise used to make x_t.
+  const at::Tensor& noise;      ///< the noise of the regression target (x_t used input_noise() when a term gave one).
   const at::Tensor& cond;       ///< class labels or other conditioning (may be undefined).
   const at::Tensor& output;     ///< raw network output.
   const DenoiserOutput& pred;   ///< x0_hat and eps_hat implied by the output.
@@ -54,6 +55,12 @@ class LossTerm {
   virtual std::string name() const = 0;
   /// The term's loss for one micro-batch.
   virtual at::Tensor loss(const LossContext& context) = 0;
+  /// Forward-noising hook, called before x_t is formed: returns the noise that makes
+  /// x_t = sqrt(ab) x0 + sqrt(1 - ab) * input_noise, or an undefined tensor to leave `noise` as it
+  /// is. The regression target is still built from the unperturbed noise (DDPM-IP). Random draws
+  /// must come from `generator` (the Trainer's, saved in checkpoints). With several terms, each
+  /// receives the previous one's result.
+  virtual at::Tensor input_noise(const at::Tensor& /*noise*/, at::Generator& /*generator*/) { return {}; }
   /// Called after each optimiser step of the model (own optimiser steps go here).
   virtual void after_step(int64_t /*step*/) {}
   /// Scalars to log beside the loss (e.g. a discriminator's accuracy); read after each step.
