@@ -37,6 +37,8 @@ struct Flags {
   int64_t checkpoint_every = 1000;
   bool resume = false;
   std::vector<std::string> train_constraints;
+  std::vector<std::string> sample_constraints;
+  int64_t reference_points = 5000;
   int64_t latent_dim = 0;
   int64_t ae_latent = 0;
   int64_t ae_steps = 2000;
@@ -125,6 +127,14 @@ int main(int argc, char** argv) {
                        return names;
                      }() +
                      " (see docs/constraints-training.md)");
+  app.add_option("--sample-constraint", f.sample_constraints,
+                 "sampling-time constraint NAME[:key=value,...], repeatable (applied together); metrics.json then also "
+                 "holds the unconstrained samples of the same model under 'baseline': manifold (local PCA of the "
+                 "training points), ae_projection (an MLP autoencoder), clip, dynamic_threshold");
+  app.add_option("--reference-points", f.reference_points,
+                 "training points in the 'manifold' sampling constraint's local-PCA reference set")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 100000000));
   app.add_option("--latent-dim", f.latent_dim,
                  "latent diffusion: train an MLP autoencoder to this latent dimension, diffuse its standardised "
                  "latents, decode the samples (0: off)")
@@ -177,11 +187,18 @@ int main(int argc, char** argv) {
     // autoencoder's latent space (standardised by one shift and one scale), else the standardised data.
     bool wants_ae_term = false;
     for (const auto& c : f.train_constraints) wants_ae_term = wants_ae_term || mdiff::ConstraintSpec::parse(c).name() == "ae";
+    bool wants_ae_sampling = false;
+    for (const auto& c : f.sample_constraints) {
+      const std::string n = mdiff::ConstraintSpec::parse(c).name();
+      wants_ae_sampling = wants_ae_sampling || n == "ae_projection";
+    }
     MD_CHECK_VALUE(!(wants_ae_term && f.latent_dim > 0), "--train-constraint ae and --latent-dim ", f.latent_dim,
                    " cannot be combined (the ae regulariser acts in data space)");
     mdiff::Autoencoder ae{nullptr};
     double ae_loss = -1;
-    if (wants_ae_term || f.latent_dim > 0) {
+    MD_CHECK_VALUE(!(wants_ae_sampling && f.latent_dim > 0),
+                   "--sample-constraint ae_projection and --latent-dim cannot be combined");
+    if (wants_ae_term || wants_ae_sampling || f.latent_dim > 0) {
       const std::string ae_path = out + "/autoencoder.pt";
       if (f.resume && std::filesystem::exists(ae_path)) {
         ae = mdiff::load_autoencoder(ae_path);
@@ -260,41 +277,88 @@ int main(int argc, char** argv) {
     if (f.resume && trainer.resume()) fmt::print("resumed at step {}\n", trainer.step());
     const mdiff::TrainResult tr = trainer.fit();
 
-    // Sampling with the EMA weights.
+    // Sampling with the EMA weights: with sampling-time constraints, the same model and seed also
+    // sample without them (the baseline), so the comparison is at equal training and sampling steps.
     const auto sampler = mdiff::make_sampler(f.sampler, f.sample_steps, f.eta);
-    at::Tensor samples;
-    const auto t0 = std::chrono::steady_clock::now();
+    mdiff::SampleArgs sample_args;
+    if (!f.sample_constraints.empty()) {
+      MD_CHECK_VALUE(f.latent_dim == 0, "--sample-constraint acts in data space; it cannot be combined with --latent-dim");
+      mdiff::SamplingConstraintContext sctx;
+      sctx.seed = f.common.seed;
+      for (const auto& c : f.sample_constraints) {
+        const std::string n = mdiff::ConstraintSpec::parse(c).name();
+        if (n == "manifold" && !sctx.manifold) {
+          const at::Tensor ref = model_data.slice(0, 0, std::min<int64_t>(model_data.size(0), f.reference_points)).to(device);
+          sctx.manifold = mdiff::ReferenceManifold::make(
+              ref, mdiff::ReferenceOptions().k(12).dim(manifold ? std::min<int64_t>(manifold->intrinsic_dim, model_dim) : -1));
+          fmt::print("sampling manifold: local PCA of {} training points, k = 12, d = {}\n", ref.size(0),
+                     sctx.manifold->intrinsic_dim());
+        }
+        if (n == "ae_projection" && !sctx.autoencoder.encode) {
+          ae->to(device);
+          ae->eval();
+          sctx.autoencoder.encode = [ae](const at::Tensor& x) mutable { return ae->encode(x); };
+          sctx.autoencoder.decode = [ae](const at::Tensor& z) mutable { return ae->decode(z); };
+        }
+      }
+      for (const auto& c : f.sample_constraints) sample_args.hooks.push_back(mdiff::make_sampling_constraint(c, sctx));
+    }
+    auto draw = [&](const mdiff::SampleArgs& args) {
+      at::Tensor x;
+      trainer.with_ema_weights([&] {
+        at::NoGradGuard no_grad;
+        x = sampler->sample(trainer.denoiser(), {f.num_samples, model_dim}, mdiff::mix_seed(f.common.seed + 2), args, 0,
+                            at::TensorOptions(at::kFloat).device(device));
+        if (f.latent_dim > 0) x = ae->decode(x.cpu() * z_scale + z_mean);
+      });
+      x = x.cpu() * scale + mean;
+      MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
+      return x;
+    };
     net->eval();
-    trainer.with_ema_weights([&] {
-      at::NoGradGuard no_grad;
-      samples = sampler->sample(trainer.denoiser(), {f.num_samples, model_dim}, mdiff::mix_seed(f.common.seed + 2), {},
-                                0, at::TensorOptions(at::kFloat).device(device));
-      if (f.latent_dim > 0) samples = ae->decode(samples.cpu() * z_scale + z_mean);
-    });
+    const auto t0 = std::chrono::steady_clock::now();
+    at::Tensor samples = draw(sample_args);
     const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    samples = samples.cpu() * scale + mean;
-    MD_CHECK(at::isfinite(samples).all().item<bool>(), "sampling produced non-finite values");
 
     // Metrics against the manifold (exact distance) or the reference sample (nearest neighbour).
-    const at::Tensor dist = manifold ? manifold->distance(samples).to(at::kDouble)
-                                     : mdiff::metrics::knn_distance(samples, reference, 1).to(at::kDouble);
-    const at::Tensor sorted = std::get<0>(dist.sort());
-    const double p95 = sorted[std::min<int64_t>(sorted.size(0) - 1, (sorted.size(0) * 95) / 100)].item<double>();
     const at::Tensor ref_eval = reference.slice(0, 0, std::min<int64_t>(reference.size(0), f.num_samples));
-    const auto prdc = mdiff::metrics::prdc(ref_eval, samples, 5);
+    auto sample_metrics = [&](const at::Tensor& x, at::Tensor* dist_out) {
+      const at::Tensor dist = manifold ? manifold->distance(x).to(at::kDouble)
+                                       : mdiff::metrics::knn_distance(x, reference, 1).to(at::kDouble);
+      const at::Tensor sorted = std::get<0>(dist.sort());
+      const double p95 = sorted[std::min<int64_t>(sorted.size(0) - 1, (sorted.size(0) * 95) / 100)].item<double>();
+      const auto prdc = mdiff::metrics::prdc(ref_eval, x, 5);
+      nlohmann::json j;
+      j["manifold_distance_mean"] = dist.mean().item<double>();
+      j["manifold_distance_p95"] = p95;
+      j["sliced_wasserstein"] = mdiff::metrics::sliced_wasserstein(x, ref_eval, 128, f.common.seed);
+      j["mmd"] = mdiff::metrics::mmd(x, ref_eval);
+      j["precision"] = prdc.precision;
+      j["recall"] = prdc.recall;
+      j["density"] = prdc.density;
+      j["coverage"] = prdc.coverage;
+      if (dist_out) *dist_out = dist;
+      return j;
+    };
+    at::Tensor dist;
     nlohmann::json m;
     m["program"] = "mdiff-toy";
     m["dataset"] = f.data_file.empty() ? f.dataset : f.data_file;
     m["ambient_dim"] = dim;
     m["distance_kind"] = manifold ? "exact distance to the manifold" : "distance to the nearest reference point";
-    m["manifold_distance_mean"] = dist.mean().item<double>();
-    m["manifold_distance_p95"] = p95;
-    m["sliced_wasserstein"] = mdiff::metrics::sliced_wasserstein(samples, ref_eval, 128, f.common.seed);
-    m["mmd"] = mdiff::metrics::mmd(samples, ref_eval);
-    m["precision"] = prdc.precision;
-    m["recall"] = prdc.recall;
-    m["density"] = prdc.density;
-    m["coverage"] = prdc.coverage;
+    m.update(sample_metrics(samples, &dist));
+    m["sample_constraints"] = f.sample_constraints;
+    if (!f.sample_constraints.empty()) {
+      const auto tb = std::chrono::steady_clock::now();
+      const at::Tensor base = draw({});
+      const double base_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
+      nlohmann::json b = sample_metrics(base, nullptr);
+      b["sample_seconds"] = base_seconds;
+      m["baseline"] = b;
+      for (const auto& h : sample_args.hooks) {
+        for (const auto& [k, v] : std::dynamic_pointer_cast<mdiff::SamplingConstraint>(h)->scalars()) m["last_" + k] = v;
+      }
+    }
     m["train_seconds"] = tr.seconds;
     m["train_ms_per_step"] = 1000.0 * tr.seconds / static_cast<double>(std::max<int64_t>(1, tr.steps_this_run));
     m["train_constraints"] = constraints_json;
