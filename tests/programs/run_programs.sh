@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end runs of the bundled programs on small settings (ctest: programs.*).
 #   run_programs.sh <bin dir> <case> <work dir>
-# Cases: toy, toy_kill_resume, train_sample, help, bad_flags, train_constraints.
+# Cases: toy, toy_kill_resume, train_sample, sample_constraints, help, bad_flags, train_constraints.
 set -euo pipefail
 bin="$1"; case_name="$2"; work="$3"
 rm -rf "$work"; mkdir -p "$work"
@@ -87,6 +87,40 @@ case "$case_name" in
     grep -q "unknown class name 'hat'" "$work/log4" || { cat "$work/log4"; fail "unknown prompt message"; }
     "$bin/mdiff-sample" --run "$work/nothing" --out "$work/s3" >"$work/log5" 2>&1 && fail "missing run accepted"
     grep -q "no checkpoint" "$work/log5" || { cat "$work/log5"; fail "missing run message"; }
+    "$bin/mdiff-sample" --run "$work/run" --out "$work/s4" --num-samples 4 --sample-steps 3 --guidance 3 \
+      --sample-constraint dynamic_threshold:p=0.99,max=2 --threads 1 >"$work/log6" 2>&1 || { cat "$work/log6"; fail "mdiff-sample --sample-constraint"; }
+    has_keys "$work/s4/metrics.json" saturated_fraction sample_constraints
+    "$bin/mdiff-sample" --run "$work/run" --out "$work/s5" --sample-constraint dynamic_threshold:q=1 >"$work/log7" 2>&1 \
+      && fail "unknown constraint option accepted"
+    grep -q "unknown option(s) q" "$work/log7" || { cat "$work/log7"; fail "unknown constraint option message"; }
+    # Inverse problems: every method runs on the tiny model and reports its metrics.
+    for method in none projection mcg dps mpgd dsg repaint; do
+      "$bin/mdiff-inverse" --run "$work/run" --out "$work/inv_$method" --num-images 3 --batch 2 --steps 3 --resample 2 \
+        --jump 1 --method "$method" --operator random:missing=0.5 --sigma-y 0.05 --no-fd --threads 1 \
+        >"$work/inv_$method.log" 2>&1 || { cat "$work/inv_$method.log"; fail "mdiff-inverse --method $method"; }
+      has_keys "$work/inv_$method/metrics.json" psnr ssim residual_ratio seconds_per_image nfe_per_image
+      [[ -s "$work/inv_$method/panels.png" && -s "$work/inv_$method/restored.pt" ]] || fail "mdiff-inverse outputs ($method)"
+    done
+    "$bin/mdiff-inverse" --run "$work/run" --out "$work/inv_bad" --operator smudge >"$work/log8" 2>&1 && fail "unknown operator accepted"
+    grep -q "unknown measurement operator 'smudge'" "$work/log8" || { cat "$work/log8"; fail "unknown operator message"; }
+    "$bin/mdiff-inverse" --run "$work/run" --out "$work/inv_bad" --operator sr:factor=3 --no-fd >"$work/log9" 2>&1 && fail "sr factor 3 on 28x28 accepted"
+    grep -q "not divisible by the factor 3" "$work/log9" || { cat "$work/log9"; fail "sr factor message"; }
+    ;;
+  sample_constraints)
+    # Projecting x0_hat onto the local PCA planes of the training points brings the samples of a
+    # barely trained model closer to the sphere than the same model's unconstrained samples.
+    "$bin/mdiff-toy" --out "$work/toy" --dataset sphere --ambient-dim 8 --steps 80 --n-train 2000 --batch 128 \
+      --hidden 64 --blocks 2 --num-samples 300 --sample-steps 10 --sampler ddim --threads 1 \
+      --sample-constraint manifold:strength=1,start=0.5 >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-toy --sample-constraint"; }
+    has_keys "$work/toy/metrics.json" baseline sample_constraints last_manifold_residual
+    top=$(sed -n 's/^  "manifold_distance_mean": *\([-0-9.eE+]*\).*/\1/p' "$work/toy/metrics.json")
+    base=$(sed -n 's/^    "manifold_distance_mean": *\([-0-9.eE+]*\).*/\1/p' "$work/toy/metrics.json")
+    echo "constrained $top baseline $base"
+    awk -v a="$top" -v b="$base" 'BEGIN { exit !(a > 0 && b > 0 && a < 0.5 * b) }' \
+      || fail "the manifold constraint did not bring samples closer ($top vs baseline $base)"
+    "$bin/mdiff-toy" --out "$work/bad" --steps 2 --sample-constraint manifold:mode=sideways >"$work/log2" 2>&1 \
+      && fail "unknown manifold mode accepted"
+    grep -q "sideways" "$work/log2" || { cat "$work/log2"; fail "unknown mode message"; }
     ;;
   help)
     for p in mdiff-toy mdiff-train mdiff-sample mdiff-classifier; do
