@@ -38,6 +38,7 @@ struct Flags {
   bool resume = false;
   std::vector<std::string> train_constraints;
   std::vector<std::string> sample_constraints;
+  std::vector<std::string> compare_constraints;
   int64_t reference_points = 5000;
   int64_t latent_dim = 0;
   int64_t ae_latent = 0;
@@ -131,6 +132,9 @@ int main(int argc, char** argv) {
                  "sampling-time constraint NAME[:key=value,...], repeatable (applied together); metrics.json then also "
                  "holds the unconstrained samples of the same model under 'baseline': manifold (local PCA of the "
                  "training points), ae_projection (an MLP autoencoder), clip, dynamic_threshold");
+  app.add_option("--compare-sample-constraint", f.compare_constraints,
+                 "also sample the same model with this constraint alone (repeatable; each is reported under "
+                 "'comparisons' in metrics.json, with the unconstrained baseline)");
   app.add_option("--reference-points", f.reference_points,
                  "training points in the 'manifold' sampling constraint's local-PCA reference set")
       ->capture_default_str()
@@ -188,7 +192,9 @@ int main(int argc, char** argv) {
     bool wants_ae_term = false;
     for (const auto& c : f.train_constraints) wants_ae_term = wants_ae_term || mdiff::ConstraintSpec::parse(c).name() == "ae";
     bool wants_ae_sampling = false;
-    for (const auto& c : f.sample_constraints) {
+    std::vector<std::string> all_sample_specs = f.sample_constraints;
+    all_sample_specs.insert(all_sample_specs.end(), f.compare_constraints.begin(), f.compare_constraints.end());
+    for (const auto& c : all_sample_specs) {
       const std::string n = mdiff::ConstraintSpec::parse(c).name();
       wants_ae_sampling = wants_ae_sampling || n == "ae_projection";
     }
@@ -281,11 +287,11 @@ int main(int argc, char** argv) {
     // sample without them (the baseline), so the comparison is at equal training and sampling steps.
     const auto sampler = mdiff::make_sampler(f.sampler, f.sample_steps, f.eta);
     mdiff::SampleArgs sample_args;
-    if (!f.sample_constraints.empty()) {
+    mdiff::SamplingConstraintContext sctx;
+    sctx.seed = f.common.seed;
+    if (!all_sample_specs.empty()) {
       MD_CHECK_VALUE(f.latent_dim == 0, "--sample-constraint acts in data space; it cannot be combined with --latent-dim");
-      mdiff::SamplingConstraintContext sctx;
-      sctx.seed = f.common.seed;
-      for (const auto& c : f.sample_constraints) {
+      for (const auto& c : all_sample_specs) {
         const std::string n = mdiff::ConstraintSpec::parse(c).name();
         if (n == "manifold" && !sctx.manifold) {
           const at::Tensor ref = model_data.slice(0, 0, std::min<int64_t>(model_data.size(0), f.reference_points)).to(device);
@@ -348,7 +354,7 @@ int main(int argc, char** argv) {
     m["distance_kind"] = manifold ? "exact distance to the manifold" : "distance to the nearest reference point";
     m.update(sample_metrics(samples, &dist));
     m["sample_constraints"] = f.sample_constraints;
-    if (!f.sample_constraints.empty()) {
+    if (!all_sample_specs.empty()) {
       const auto tb = std::chrono::steady_clock::now();
       const at::Tensor base = draw({});
       const double base_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
@@ -358,6 +364,21 @@ int main(int argc, char** argv) {
       for (const auto& h : sample_args.hooks) {
         for (const auto& [k, v] : std::dynamic_pointer_cast<mdiff::SamplingConstraint>(h)->scalars()) m["last_" + k] = v;
       }
+      nlohmann::json comparisons = nlohmann::json::object();
+      for (const auto& spec : f.compare_constraints) {
+        mdiff::SampleArgs args;
+        auto c = mdiff::make_sampling_constraint(spec, sctx);
+        args.hooks.push_back(c);
+        const auto tc = std::chrono::steady_clock::now();
+        const at::Tensor x = draw(args);
+        nlohmann::json j = sample_metrics(x, nullptr);
+        j["sample_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
+        for (const auto& [k, v] : c->scalars()) j["last_" + k] = v;
+        comparisons[spec] = j;
+        fmt::print("{}: distance mean {:.4g} (baseline {:.4g})\n", spec, j["manifold_distance_mean"].get<double>(),
+                   b["manifold_distance_mean"].get<double>());
+      }
+      if (!f.compare_constraints.empty()) m["comparisons"] = comparisons;
     }
     m["train_seconds"] = tr.seconds;
     m["train_ms_per_step"] = 1000.0 * tr.seconds / static_cast<double>(std::max<int64_t>(1, tr.steps_this_run));
