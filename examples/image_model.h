@@ -134,4 +134,38 @@ inline at::Tensor sample_images(const mdiff::Denoiser& denoiser, const mdiff::Sa
   return at::cat(parts, 0);
 }
 
+/// Metrics of Fashion-MNIST-shaped samples (1x28x28 in [-1, 1]) in the features of the library's
+/// classifier, against the test set: feature_fd (not FID), its floor for this many samples
+/// (feature_fd_real_baseline: as many training images), precision/recall/density/coverage (k = 5)
+/// and, given the labels the samples were drawn for, class_agreement.
+inline nlohmann::json fashion_feature_metrics(const at::Tensor& samples, const at::Tensor& labels,
+                                              const std::string& classifier_path, const std::string& data_dir,
+                                              c10::Device device) {
+  auto classifier = mdiff::metrics::load_or_train_fashion_classifier(
+      classifier_path, mdiff::metrics::ClassifierTrainOptions().device(device), data_dir);
+  const int64_t n = samples.size(0);
+  const at::Tensor real = mdiff::data::load_fashion_mnist(data_dir, "test").images;
+  const at::Tensor train = mdiff::data::load_fashion_mnist(data_dir, "train").images;
+  const at::Tensor f_real = mdiff::metrics::extract_features(classifier, real);
+  const at::Tensor f_fake = mdiff::metrics::extract_features(classifier, samples);
+  nlohmann::json m;
+  m["feature_fd"] = mdiff::metrics::frechet_distance(f_fake, f_real);
+  // The floor for this many samples: the same number of real training images against the test set.
+  const at::Tensor f_train = mdiff::metrics::extract_features(classifier, train.slice(0, 0, std::min(n, train.size(0))));
+  m["feature_fd_real_baseline"] = mdiff::metrics::frechet_distance(f_train, f_real);
+  const auto prdc = mdiff::metrics::prdc(f_real.slice(0, 0, std::min<int64_t>(n, f_real.size(0))), f_fake, 5);
+  m["precision"] = prdc.precision;
+  m["recall"] = prdc.recall;
+  m["density"] = prdc.density;
+  m["coverage"] = prdc.coverage;
+  m["feature_fd_note"] = "Frechet distance of features of the bundled Fashion-MNIST classifier; not FID";
+  if (labels.defined()) {
+    classifier->eval();
+    at::NoGradGuard no_grad;
+    const at::Tensor pred = classifier->forward(samples.to(device)).argmax(1).cpu();
+    m["class_agreement"] = pred.eq(labels.cpu()).to(at::kDouble).mean().item<double>();
+  }
+  return m;
+}
+
 }  // namespace mdiff_program

@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   int64_t sample_steps = 25, num_samples = 64, batch = 256, nrow = 8;
   double eta = 0.0, guidance = 1.0;
   std::vector<std::string> prompts;
-  bool save_tensor = false, trained_weights = false;
+  bool save_tensor = false, trained_weights = false, fd = false;
+  std::string classifier_path = mdiff_program::default_classifier_path();
   app.add_option("--run", run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
   app.add_option("--config", config_path, "model config.json (instead of --run)");
   app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
@@ -40,6 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--nrow", nrow, "images per grid row")->capture_default_str()->check(CLI::Range(1, 10000));
   app.add_option("--prompt", prompts, "class name(s) to draw, e.g. --prompt \"ankle boot\" (repeatable; the samples are split among them in order)");
   app.add_flag("--save-tensor", save_tensor, "also write samples.pt");
+  app.add_flag("--fd", fd, "Fashion-MNIST models: feature-FD, precision/recall and class agreement of the samples against the test set");
+  app.add_option("--classifier", classifier_path, "feature classifier for --fd (trained and cached when missing)")->capture_default_str();
   app.add_flag("--trained-weights", trained_weights, "use the trained weights instead of the EMA");
   CLI11_PARSE(app, argc, argv);
 
@@ -95,6 +98,12 @@ int main(int argc, char** argv) {
     m["guidance"] = guidance;
     m["num_samples"] = num_samples;
     m["sample_constraints"] = sample_constraints;
+    if (fd) {
+      MD_CHECK_VALUE(config.channels == 1 && config.image_size == 28, "--fd needs a 1x28x28 (Fashion-MNIST) model, got ",
+                     config.channels, "x", config.image_size, "x", config.image_size);
+      m.update(mdiff_program::fashion_feature_metrics(x.clamp(-1, 1), labels, classifier_path,
+                                                      mdiff::data::kFashionMnistDir, device));
+    }
     m["saturated_fraction"] = (x.abs() > 0.99).to(at::kDouble).mean().item<double>();
     m["prompts"] = drawn;
     m["sample_seconds"] = seconds;

@@ -316,10 +316,9 @@ int main(int argc, char** argv) {
       const at::Tensor grid = mdiff_program::sample_images(trainer.denoiser(), *sampler, config, grid_n, grid_labels,
                                                            guidance, common.seed, sample_batch, device, !no_clip);
       mdiff::io::save_image_grid(out + "/samples.png", grid, mdiff::io::GridOptions().nrow(per_class));
-      const bool fmnist_shape = channels == 1 && image_size == 28;
-      if (num_samples >= 2 && fmnist_shape) {
-        auto classifier = mdiff::metrics::load_or_train_fashion_classifier(
-            classifier_path, mdiff::metrics::ClassifierTrainOptions().device(device), data_dir);
+      // The feature classifier is a Fashion-MNIST classifier: its metrics mean something for that data only.
+      const bool fmnist = image_folder.empty();
+      if (num_samples >= 2 && fmnist) {
         const at::Tensor labels = classes.empty() ? at::Tensor()
                                                   : at::arange(num_samples, at::kLong).remainder(
                                                         static_cast<int64_t>(classes.size()));
@@ -329,32 +328,11 @@ int main(int argc, char** argv) {
                                                                 labels, guidance, common.seed + 1, sample_batch, device, !no_clip)
                                        .clamp(-1, 1);
         const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const at::Tensor real = test.images;
-        const at::Tensor f_real = mdiff::metrics::extract_features(classifier, real);
-        const at::Tensor f_fake = mdiff::metrics::extract_features(classifier, samples);
-        m["feature_fd"] = mdiff::metrics::frechet_distance(f_fake, f_real);
-        // The floor for this many samples: the same number of real training images against the test set.
-        const at::Tensor f_train =
-            mdiff::metrics::extract_features(classifier, train.images.slice(0, 0, std::min(num_samples, train.size())));
-        m["feature_fd_real_baseline"] = mdiff::metrics::frechet_distance(f_train, f_real);
-        const auto prdc = mdiff::metrics::prdc(f_real.slice(0, 0, std::min<int64_t>(num_samples, f_real.size(0))),
-                                               f_fake, 5);
-        m["precision"] = prdc.precision;
-        m["recall"] = prdc.recall;
-        m["density"] = prdc.density;
-        m["coverage"] = prdc.coverage;
+        m.update(mdiff_program::fashion_feature_metrics(samples, labels, classifier_path, data_dir, device));
         m["num_samples"] = num_samples;
         m["sample_seconds"] = sample_seconds;
-        m["feature_fd_note"] = "Frechet distance of features of the bundled Fashion-MNIST classifier; not FID";
-        if (!classes.empty()) {
-          classifier->eval();
-          at::NoGradGuard no_grad;
-          const at::Tensor pred = classifier->forward(samples.to(device)).argmax(1).cpu();
-          m["class_agreement"] = pred.eq(labels).to(at::kDouble).mean().item<double>();
-        }
       } else if (num_samples >= 2) {
-        fmt::print("feature-FD skipped: it needs 1x28x28 images (the classifier's input), got {}x{}x{}\n", channels,
-                   image_size, image_size);
+        fmt::print("feature-FD skipped: the feature classifier is trained on Fashion-MNIST, not on '{}'\n", image_folder);
       }
     });
     mdiff_program::write_metrics(out, m);
