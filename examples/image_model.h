@@ -103,13 +103,39 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   return m;
 }
 
+/// Fills what image sampling constraints may need: a ReferenceManifold of `reference_images`
+/// Fashion-MNIST training images when a spec names `manifold` (local PCA, k = 12, dimension
+/// estimated), and the autoencoder saved at `autoencoder_path` (mdiff-train writes one for its
+/// `ae` constraint) when given.
+inline void add_image_constraint_context(mdiff::SamplingConstraintContext& ctx, const std::vector<std::string>& specs,
+                                         const std::string& autoencoder_path, int64_t reference_images,
+                                         c10::Device device) {
+  bool wants_manifold = false;
+  for (const auto& s : specs) wants_manifold = wants_manifold || mdiff::ConstraintSpec::parse(s).name() == "manifold";
+  if (wants_manifold && !ctx.manifold) {
+    const at::Tensor train = mdiff::data::load_fashion_mnist(mdiff::data::kFashionMnistDir, "train").images;
+    const at::Tensor ref = train.slice(0, 0, std::min<int64_t>(reference_images, train.size(0))).to(device);
+    ctx.manifold = mdiff::ReferenceManifold::make(ref, mdiff::ReferenceOptions().k(12));
+    fmt::print("manifold: local PCA of {} Fashion-MNIST training images, k = 12, d = {}\n", ref.size(0),
+               ctx.manifold->intrinsic_dim());
+  }
+  if (!autoencoder_path.empty()) {
+    mdiff::Autoencoder ae = mdiff::load_autoencoder(autoencoder_path);
+    ae->to(device);
+    ae->eval();
+    ctx.autoencoder.encode = [ae](const at::Tensor& x) mutable { return ae->encode(x); };
+    ctx.autoencoder.decode = [ae](const at::Tensor& z) mutable { return ae->decode(z); };
+  }
+}
+
 /// Samples `labels.size(0)` images (labels undefined: unconditional, then `n` images) in batches,
 /// with classifier-free guidance when `guidance` != 1. Per-sample seeds: sample i depends only on
 /// (seed, i), whatever the batch size.
 inline at::Tensor sample_images(const mdiff::Denoiser& denoiser, const mdiff::Sampler& sampler,
                                 const ImageModelConfig& c, int64_t n, const at::Tensor& labels, double guidance,
                                 uint64_t seed, int64_t batch, c10::Device device, bool clip = true,
-                                const std::vector<std::string>& constraints = {}) {
+                                const std::vector<std::string>& constraints = {},
+                                const mdiff::SamplingConstraintContext& context = {}) {
   std::vector<at::Tensor> parts;
   at::NoGradGuard no_grad;
   for (int64_t start = 0; start < n; start += batch) {
@@ -117,7 +143,7 @@ inline at::Tensor sample_images(const mdiff::Denoiser& denoiser, const mdiff::Sa
     mdiff::SampleArgs args;
     if (clip) args.hooks.push_back(std::make_shared<mdiff::StaticClip>());
     for (const auto& spec : constraints) {
-      args.hooks.push_back(mdiff::make_sampling_constraint(spec, mdiff::SamplingConstraintContext()));
+      args.hooks.push_back(mdiff::make_sampling_constraint(spec, context));
     }
     if (labels.defined()) {
       args.cond = labels.slice(0, start, start + m).to(device);

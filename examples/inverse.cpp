@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   double sigma_y = 0.0, poisson_rate = 255.0, scale = -1, eta = -1;
   bool trained_weights = false, no_clip = false, no_fd = false;
   std::vector<std::string> extra;
+  std::string autoencoder_path, mpgd_variant = "plain";
+  int64_t reference_images = 10000;
   app.add_option("--run", run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
   app.add_option("--config", config_path, "model config.json (instead of --run)");
   app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
@@ -74,6 +76,13 @@ int main(int argc, char** argv) {
   app.add_option("--resample", resample, "repaint resample count (1: plain replacement)")->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--sample-constraint", extra, "extra sampling constraint NAME[:k=v,...] (repeatable), e.g. dynamic_threshold");
   app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1]");
+  app.add_option("--mpgd-variant", mpgd_variant, "plain, ae (gradient through the autoencoder) or z (step in its latent)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"plain", "ae", "z"}));
+  app.add_option("--autoencoder", autoencoder_path, "autoencoder file (mdiff-train's autoencoder.pt) for --mpgd-variant ae|z and ae_projection");
+  app.add_option("--reference-images", reference_images, "training images in the 'manifold' constraint's reference set")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 60000));
   app.add_option("--batch", batch, "images per sampling batch")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--classifier", classifier_path, "feature classifier for feature_fd (trained and cached when missing)")->capture_default_str();
   app.add_option("--fd-reference", fd_reference, "real training images feature_fd compares against")->capture_default_str()->check(CLI::Range(2, 60000));
@@ -120,6 +129,10 @@ int main(int argc, char** argv) {
     const mdiff::Denoiser denoiser = mdiff_program::image_denoiser(model.unet, config);
     const auto sampler = mdiff::make_sampler(sampler_name, steps, eta);
 
+    mdiff::SamplingConstraintContext base_context;
+    mdiff_program::add_image_constraint_context(base_context, extra, autoencoder_path, reference_images, device);
+    MD_CHECK_VALUE(mpgd_variant == "plain" || !autoencoder_path.empty(), "--mpgd-variant ", mpgd_variant,
+                   " needs --autoencoder");
     std::vector<at::Tensor> parts;
     std::vector<at::Tensor> residuals;
     int64_t nfe = 0, backward = 0;
@@ -131,7 +144,7 @@ int main(int argc, char** argv) {
       if (!config.classes.empty()) cond = at::full({m}, -1, at::TensorOptions(at::kLong).device(device));  // null class
       std::vector<std::shared_ptr<mdiff::SamplingHook>> hooks;
       if (!no_clip) hooks.push_back(std::make_shared<mdiff::StaticClip>());
-      mdiff::SamplingConstraintContext ctx;
+      mdiff::SamplingConstraintContext ctx = base_context;
       ctx.op = op;
       ctx.y = yb;
       ctx.noise = noise;
@@ -150,7 +163,7 @@ int main(int argc, char** argv) {
         std::string spec = method;
         if (method == "mcg") spec += ":alpha=" + std::to_string(scale);
         if (method == "dps") spec += ":scale=" + std::to_string(scale);
-        if (method == "mpgd") spec += ":scale=" + std::to_string(scale);
+        if (method == "mpgd") spec += ":scale=" + std::to_string(scale) + ",variant=" + mpgd_variant;
         if (method == "dsg") spec += ":rate=" + std::to_string(scale);
         auto constraint = mdiff::make_sampling_constraint(spec, ctx);
         hooks.push_back(constraint);
@@ -185,6 +198,7 @@ int main(int argc, char** argv) {
     mj["noise"] = noise_kind;
     mj["sigma_y"] = sigma_y;
     mj["method"] = method;
+    if (method == "mpgd") mj["mpgd_variant"] = mpgd_variant;
     mj["scale"] = scale;
     mj["sampler"] = method == "repaint" || method == "none" ? method : sampler_name;
     mj["eta"] = eta;

@@ -30,6 +30,12 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
   app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1] while sampling");
   std::vector<std::string> sample_constraints;
+  std::string autoencoder_path;
+  int64_t reference_images = 10000;
+  app.add_option("--autoencoder", autoencoder_path, "autoencoder file for ae_projection (mdiff-train's autoencoder.pt)");
+  app.add_option("--reference-images", reference_images, "training images in the 'manifold' constraint's local-PCA reference set")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 60000));
   app.add_option("--sample-constraint", sample_constraints,
                  "sampling-time constraint NAME[:key=value,...] (repeatable; replaces the default clip): clip, dynamic_threshold, ...");
   app.add_option("--sampler", sampler_name, "sampler")->capture_default_str()->check(CLI::IsMember(mdiff::sampler_names()));
@@ -78,10 +84,13 @@ int main(int argc, char** argv) {
 
     const mdiff::Denoiser denoiser = mdiff_program::image_denoiser(unet, config);
     const auto sampler = mdiff::make_sampler(sampler_name, sample_steps, eta);
+    mdiff::SamplingConstraintContext constraint_context;
+    mdiff_program::add_image_constraint_context(constraint_context, sample_constraints, autoencoder_path,
+                                                reference_images, device);
     const auto t0 = std::chrono::steady_clock::now();
     const at::Tensor x = mdiff_program::sample_images(denoiser, *sampler, config, num_samples, labels, guidance,
                                                       common.seed, batch, device, !no_clip && sample_constraints.empty(),
-                                                      sample_constraints);
+                                                      sample_constraints, constraint_context);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
     mdiff::io::save_image_grid(common.out + "/grid.png", x, mdiff::io::GridOptions().nrow(nrow));

@@ -39,7 +39,8 @@ toy_section() {
   # 1. Toy manifolds in R^D. One training run per (manifold, D) evaluates the sampling-time
   # constraints against the same model's unconstrained samples (metrics.json "baseline"); each
   # training-time constraint is its own training run at the same steps.
-  local common=(--steps "$toy_steps" --num-samples 2000 --sample-steps 50 --threads 1 --seed 0 --checkpoint-every "$toy_steps")
+  local common=(--steps "$toy_steps" --hidden 128 --blocks 3 --batch 256 --num-samples 2000 --sample-steps 50
+                --threads 1 --seed 0 --checkpoint-every "$toy_steps")
   local cmds="$out/toy_commands.txt"
   : >"$cmds"
   for m in swiss_roll_2d helix sphere torus; do
@@ -130,7 +131,7 @@ w("")
 # ---- toys
 w("## 1. Toy manifolds in R^D")
 w("")
-w(f"`mdiff-toy`, {toy_steps} training steps (MLP 4 x 256, batch 512, v-prediction, cosine schedule), 2000")
+w(f"`mdiff-toy`, {toy_steps} training steps (MLP 3 x 128, batch 256, v-prediction, cosine schedule), 2000")
 w("samples with DPM-Solver++(2M) in 50 steps, seed 0, 1 thread per run. Distances are exact distances to the")
 w("true manifold in the data's units; precision/recall/density/coverage use k = 5 against 2000 reference points.")
 w("Sampling-time constraints are compared with the *same model's* unconstrained samples (equal training and")
