@@ -7,7 +7,7 @@
 #
 # Settings (environment): MD_RESULTS_OUT (default out/results), MD_JOBS (parallel runs for the toy
 # section, 1 thread each; default 2), MD_THREADS (threads of the image runs; default 2),
-# MD_TOY_STEPS (1000), MD_FM_STEPS (1000), MD_INV_IMAGES (16). Every run writes its own folder; a
+# MD_TOY_STEPS (1000), MD_FM_STEPS (600), MD_INV_IMAGES (8). Every run writes its own folder; a
 # folder that already has metrics.json is not run again, so an interrupted script resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +17,8 @@ bin="${MD_BIN:-build/release/bin}"
 jobs="${MD_JOBS:-2}"
 threads="${MD_THREADS:-2}"
 toy_steps="${MD_TOY_STEPS:-1000}"
-fm_steps="${MD_FM_STEPS:-1000}"
-inv_images="${MD_INV_IMAGES:-16}"
+fm_steps="${MD_FM_STEPS:-600}"
+inv_images="${MD_INV_IMAGES:-8}"
 mkdir -p "$out"
 
 # run DIR CMD...: runs CMD (which writes DIR/metrics.json) unless DIR/metrics.json exists; logs to DIR.log.
@@ -55,7 +55,7 @@ toy_section() {
   for m in swiss_roll_2d helix sphere torus; do
     local d=16
     local base="$out/toy/$m-d$d"
-    for c in ip iso tangent ae adversarial; do
+    for c in ip iso tangent ae adversarial embed; do
       echo "run $base/train_$c $bin/mdiff-toy --dataset $m --ambient-dim $d ${common[*]} --train-constraint $c" >>"$cmds"
     done
     echo "run $base/train_latent $bin/mdiff-toy --dataset $m --ambient-dim $d ${common[*]} --latent-dim 4" >>"$cmds"
@@ -176,7 +176,7 @@ for combo in sorted(glob.glob(os.path.join(out, "toy", "*-d16"))):
     if base:
         b = dict(base["baseline"]); b["train_ms_per_step"] = base.get("train_ms_per_step")
         entries.append(("baseline", b))
-    for t in ["train_ip", "train_iso", "train_tangent", "train_ae", "train_adversarial", "train_latent"]:
+    for t in ["train_ip", "train_iso", "train_tangent", "train_ae", "train_adversarial", "train_embed", "train_latent"]:
         m = load(os.path.join(combo, t, "metrics.json"))
         if m:
             entries.append((t.replace("train_", ""), m))
