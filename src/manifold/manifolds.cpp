@@ -189,7 +189,8 @@ at::Tensor ReferenceManifold::nearest(const at::Tensor& x) const {
 }
 
 LocalFrame ReferenceManifold::local_frame(const at::Tensor& x) const {
-  const at::Tensor f = flat(x);
+  // The frame depends on x only through the choice of neighbours: it carries no gradient.
+  const at::Tensor f = flat(x).detach();
   const KnnResult r = knn(f, points_, options_.k());
   const LocalPCA l = local_pca(points_, r.indices, dim_, options_.ridge());
   LocalFrame frame;
