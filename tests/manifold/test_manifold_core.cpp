@@ -75,8 +75,12 @@ TEST(ManifoldKnn, Float32AgreesWithFloat64) {
   const auto want = brute_knn(q, p, 10, false);
   const auto got = mdiff::knn(q.to(at::kFloat), p.to(at::kFloat), 10);
   EXPECT_EQ(got.distances.scalar_type(), at::kFloat);
-  EXPECT_TRUE(at::equal(got.indices, want.indices));
   EXPECT_TRUE(at::allclose(got.distances.to(at::kDouble), want.distances, 1e-5, 1e-5));
+  // Each returned index really is at the returned distance (float64 check); only float32-level
+  // near-ties may swap places with the float64 order.
+  const at::Tensor true_d = (q.unsqueeze(1) - p.index_select(0, got.indices.reshape({-1})).view({64, 10, 40})).norm(2, 2);
+  EXPECT_TRUE(at::allclose(true_d, got.distances.to(at::kDouble), 1e-5, 1e-5));
+  EXPECT_GT((got.indices == want.indices).to(at::kDouble).mean().item<double>(), 0.99);
 }
 
 TEST(ManifoldKnn, TiesAndDuplicatesFollowTheIndexOrder) {
