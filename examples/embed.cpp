@@ -167,20 +167,22 @@ int main(int argc, char** argv) {
     m["load_seconds"] = load_seconds;
     m["embed_seconds"] = embed_seconds;
     const int64_t n = nr + ng;
-    at::Tensor ambient_nn;
+    at::Tensor ambient_nn, map_nn;
     if (n >= 3) {
       // Neighbourhoods of the map against those of R^D (also the timing of a full self-kNN graph).
       const int64_t kk = std::min<int64_t>(k, n - 1);
       const auto tg = std::chrono::steady_clock::now();
       const at::Tensor ambient = mdiff::knn_graph(x, kk).indices.to(at::kCPU);
       m["knn_graph_seconds"] = seconds(tg);
-      m["knn_preservation"] = mdiff::knn_overlap(ambient, mdiff::knn_graph(y, kk).indices);
+      const at::Tensor in_map = mdiff::knn_graph(y, kk).indices;
+      m["knn_preservation"] = mdiff::knn_overlap(ambient, in_map);
       m["knn_preservation_k"] = kk;
       ambient_nn = ambient.select(1, 0);
+      map_nn = in_map.select(1, 0);
     }
     if (ng > 0 && nr > 0 && ambient_nn.defined()) {
       // Nearest other point of each generated point: real or generated? In the map and in R^D.
-      const at::Tensor nn_map = mdiff::knn_graph(y, 1).indices.select(1, 0);
+      const at::Tensor& nn_map = map_nn;
       m["generated_nn_real_fraction_map"] = (nn_map.narrow(0, nr, ng) < nr).to(at::kDouble).mean().item<double>();
       m["generated_nn_real_fraction_ambient"] =
           (ambient_nn.narrow(0, nr, ng) < nr).to(at::kDouble).mean().item<double>();
@@ -199,6 +201,23 @@ int main(int argc, char** argv) {
                                     .distances.select(1, 1).mean().item<double>();
         m["real_to_real_distance_mean"] = real_gap;
         m["distance_ratio"] = real_gap > 0 ? gen_gap / real_gap : 0.0;
+      }
+    }
+    if (nr >= 4) {
+      // The reals' intrinsic dimension, and the distance of the generated points to the local PCA
+      // planes of the reals (ReferenceManifold with d estimated).
+      const int64_t kd = std::min<int64_t>(std::max<int64_t>(k, 3), nr - 1);
+      const at::Tensor rd = r.to(device);
+      const auto dim_opts = mdiff::IntrinsicDimOptions().k(kd).max_points(2000);
+      m["real_intrinsic_dim_mle"] = mdiff::intrinsic_dim_mle(rd, dim_opts).estimate;
+      m["real_intrinsic_dim_local_pca"] = mdiff::intrinsic_dim_local_pca(rd, dim_opts).estimate;
+      if (ng > 0) {
+        const auto tr = std::chrono::steady_clock::now();
+        auto reference = mdiff::ReferenceManifold::make(rd, mdiff::ReferenceOptions().k(kd));
+        const at::Tensor dist = reference->distance(g.to(device));
+        m["reference_dim"] = reference->intrinsic_dim();
+        m["generated_reference_distance_mean"] = dist.mean().item<double>();
+        m["reference_seconds"] = seconds(tr);
       }
     }
     if (emb->name() == "tsne") m["tsne_kl_divergence"] = static_cast<const mdiff::Tsne&>(*emb).kl_divergence();

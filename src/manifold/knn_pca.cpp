@@ -18,8 +18,9 @@ KnnResult knn_impl(const at::Tensor& queries, const at::Tensor& points, int64_t 
   MD_CHECK_VALUE(options.block_entries() >= 1, "knn: block_entries must be >= 1, got ", options.block_entries());
   const at::ScalarType dtype =
       (queries.scalar_type() == at::kDouble || points.scalar_type() == at::kDouble) ? at::kDouble : at::kFloat;
-  const at::Tensor q = queries.to(dtype).contiguous();
-  const at::Tensor p = points.to(dtype).contiguous();
+  // Neighbour selection is piecewise constant: no gradient flows through the search.
+  const at::Tensor q = queries.detach().to(dtype).contiguous();
+  const at::Tensor p = points.detach().to(dtype).contiguous();
   const int64_t nq = q.size(0);
   const int64_t n = p.size(0);
   const int64_t dims = p.size(1);

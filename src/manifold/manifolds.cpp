@@ -179,18 +179,21 @@ at::Tensor ReferenceManifold::flat(const at::Tensor& x) const {
   return f;
 }
 
+// Queries are searched in the reference points' dtype, so a float64 query never converts (copies)
+// a large float32 reference set.
 KnnResult ReferenceManifold::neighbours(const at::Tensor& x, int64_t k) const {
-  return knn(flat(x), points_, k);
+  return knn(flat(x).to(points_.scalar_type()), points_, k);
 }
 
 at::Tensor ReferenceManifold::nearest(const at::Tensor& x) const {
-  const KnnResult r = knn(flat(x), points_, 1);
+  const KnnResult r = neighbours(x, 1);
   return points_.index_select(0, r.indices.select(1, 0)).to(x.scalar_type()).view(x.sizes());
 }
 
 LocalFrame ReferenceManifold::local_frame(const at::Tensor& x) const {
-  const at::Tensor f = flat(x);
-  const KnnResult r = knn(f, points_, options_.k());
+  // The frame depends on x only through the choice of neighbours: it carries no gradient.
+  const at::Tensor f = flat(x).detach();
+  const KnnResult r = knn(f.to(points_.scalar_type()), points_, options_.k());
   const LocalPCA l = local_pca(points_, r.indices, dim_, options_.ridge());
   LocalFrame frame;
   frame.origin = l.mean.to(f.scalar_type());

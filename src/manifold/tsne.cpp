@@ -127,8 +127,9 @@ class QuadTree {
       y1 = std::max(y1, y[2 * i + 1]);
     }
     const double half = 0.5 * std::max(x1 - x0, y1 - y0) * (1.0 + 1e-9) + 1e-12;
-    nodes_.reserve(static_cast<size_t>(2 * n + 1));
-    build(0.5 * (x0 + x1), 0.5 * (y0 + y1), half, 0, n, 0);
+    nodes_.reserve(static_cast<size_t>(4 * n + 1));
+    nodes_.resize(1);
+    build(0, 0.5 * (x0 + x1), 0.5 * (y0 + y1), half, 0, n, 0);
   }
 
   // Adds the repulsive force numerators of point i (sum q^2 (y_i - y_j)) to f and returns sum q.
@@ -160,7 +161,7 @@ class QuadTree {
           fx += q * q * ex;
           fy += q * q * ey;
         }
-      } else if (2.0 * node.half < theta * std::sqrt(d2)) {
+      } else if (4.0 * node.half * node.half < theta * theta * d2) {
         const double q = 1.0 / (1.0 + d2);
         const double c = static_cast<double>(node.count);
         z += c * q;
@@ -177,16 +178,15 @@ class QuadTree {
 
  private:
   struct Node {
-    double cx, cy, half;
+    double cx = 0.0, cy = 0.0, half = 0.0;
     double mx = 0.0, my = 0.0;
     int64_t count = 0;
     int64_t begin = 0, end = 0;
     int64_t first_child = -1;
   };
 
-  int64_t build(double cx, double cy, double half, int64_t begin, int64_t end, int depth) {
-    const int64_t id = static_cast<int64_t>(nodes_.size());
-    nodes_.push_back(Node{cx, cy, half});
+  // Fills node `id` (already allocated) for order_[begin, end) and builds its children.
+  void build(int64_t id, double cx, double cy, double half, int64_t begin, int64_t end, int depth) {
     Node node{cx, cy, half};
     node.begin = begin;
     node.end = end;
@@ -200,42 +200,32 @@ class QuadTree {
       node.mx /= static_cast<double>(node.count);
       node.my /= static_cast<double>(node.count);
     }
-    if (node.count > 1 && depth < 48 && half > 1e-12) {
-      // Partition into quadrants: (x < cx, y < cy), (x >= cx, y < cy), (x < cx, y >= cy), (x >= cx, y >= cy).
-      auto quadrant = [&](int64_t j) {
-        return (y_[2 * j] >= cx ? 1 : 0) + (y_[2 * j + 1] >= cy ? 2 : 0);
-      };
-      int64_t bounds[5];
-      bounds[0] = begin;
-      int64_t pos = begin;
-      for (int q = 0; q < 4; ++q) {
-        for (int64_t s = pos; s < end; ++s) {
-          if (quadrant(order_[static_cast<size_t>(s)]) == q) {
-            std::swap(order_[static_cast<size_t>(s)], order_[static_cast<size_t>(pos)]);
-            ++pos;
-          }
-        }
-        bounds[q + 1] = pos;
-      }
-      const double h = 0.5 * half;
-      // Children are created consecutively: reserve their slots first.
-      node.first_child = static_cast<int64_t>(nodes_.size());
-      for (int q = 0; q < 4; ++q) {
-        nodes_.push_back(Node{0, 0, 0});
-      }
-      for (int q = 0; q < 4; ++q) {
-        const double ccx = cx + ((q & 1) ? h : -h);
-        const double ccy = cy + ((q & 2) ? h : -h);
-        build_into(node.first_child + q, ccx, ccy, h, bounds[q], bounds[q + 1], depth + 1);
-      }
+    if (node.count <= 1 || depth >= 48 || half <= 1e-12) {
+      nodes_[static_cast<size_t>(id)] = node;
+      return;
     }
+    // Partition into quadrants: (x < cx, y < cy), (x >= cx, y < cy), (x < cx, y >= cy), (x >= cx, y >= cy).
+    auto quadrant = [&](int64_t j) { return (y_[2 * j] >= cx ? 1 : 0) + (y_[2 * j + 1] >= cy ? 2 : 0); };
+    int64_t bounds[5];
+    bounds[0] = begin;
+    int64_t pos = begin;
+    for (int q = 0; q < 4; ++q) {
+      for (int64_t s = pos; s < end; ++s) {
+        if (quadrant(order_[static_cast<size_t>(s)]) == q) {
+          std::swap(order_[static_cast<size_t>(s)], order_[static_cast<size_t>(pos)]);
+          ++pos;
+        }
+      }
+      bounds[q + 1] = pos;
+    }
+    node.first_child = static_cast<int64_t>(nodes_.size());
+    nodes_.resize(nodes_.size() + 4);
     nodes_[static_cast<size_t>(id)] = node;
-    return id;
-  }
-
-  void build_into(int64_t slot, double cx, double cy, double half, int64_t begin, int64_t end, int depth) {
-    const int64_t id = build(cx, cy, half, begin, end, depth);
-    nodes_[static_cast<size_t>(slot)] = nodes_[static_cast<size_t>(id)];
+    const double h = 0.5 * half;
+    for (int q = 0; q < 4; ++q) {
+      build(node.first_child + q, cx + ((q & 1) ? h : -h), cy + ((q & 2) ? h : -h), h, bounds[q], bounds[q + 1],
+            depth + 1);
+    }
   }
 
   const std::vector<double>& y_;

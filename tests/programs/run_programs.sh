@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end runs of the bundled programs on small settings (ctest: programs.*).
 #   run_programs.sh <bin dir> <case> <work dir>
-# Cases: toy, toy_kill_resume, train_sample, sample_constraints, help, bad_flags, train_constraints.
+# Cases: toy, toy_kill_resume, train_sample, sample_constraints, embed, help, bad_flags, train_constraints.
 set -euo pipefail
 bin="$1"; case_name="$2"; work="$3"
 rm -rf "$work"; mkdir -p "$work"
@@ -122,8 +122,30 @@ case "$case_name" in
       && fail "unknown manifold mode accepted"
     grep -q "sideways" "$work/log2" || { cat "$work/log2"; fail "unknown mode message"; }
     ;;
+  embed)
+    # Fashion-MNIST test against train (the same distribution): the two sets mix in the map.
+    "$bin/mdiff-embed" --real fashion-mnist:test --generated fashion-mnist:train --max-points 150 --method tsne \
+      --iterations 250 --threads 1 --out "$work/tsne" >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-embed tsne"; }
+    has_keys "$work/tsne/metrics.json" n_real n_generated generated_nn_real_fraction_map generated_nn_real_fraction_ambient \
+      knn_preservation embed_seconds distance_ratio tsne_kl_divergence
+    for f in map.png map.svg map.npy; do [[ -s "$work/tsne/$f" ]] || fail "mdiff-embed did not write $f"; done
+    frac=$(json_number "$work/tsne/metrics.json" generated_nn_real_fraction_map)
+    awk -v f="$frac" 'BEGIN { exit !(f > 0.3 && f < 0.7) }' || fail "test and train samples should mix: fraction $frac"
+    # Its own map ([N, 3] .npy) as input, through Isomap.
+    "$bin/mdiff-embed" --real "$work/tsne/map.npy" --generated "$work/tsne/map.npy" --method isomap --max-points 100 \
+      --threads 1 --out "$work/iso" >"$work/log2" 2>&1 || { cat "$work/log2"; fail "mdiff-embed .npy"; }
+    grep -q '"n_real": 100' "$work/iso/metrics.json" || fail "--max-points was not applied"
+    # Errors: a missing file, an unknown method, inputs of different dimensions.
+    "$bin/mdiff-embed" --real "$work/missing.npy" --out "$work/x" >"$work/e1" 2>&1 && fail "missing file accepted"
+    grep -q "missing.npy" "$work/e1" || { cat "$work/e1"; fail "missing file not named"; }
+    "$bin/mdiff-embed" --real "$work/tsne/map.npy" --method umap --out "$work/x" >"$work/e2" 2>&1 && fail "unknown method accepted"
+    grep -q "unknown --method 'umap'" "$work/e2" || { cat "$work/e2"; fail "unknown method message"; }
+    "$bin/mdiff-embed" --real fashion-mnist:test --generated "$work/tsne/map.npy" --max-points 50 --out "$work/x" \
+      >"$work/e3" 2>&1 && fail "inputs of different dimensions accepted"
+    grep -q "dimension 3" "$work/e3" || { cat "$work/e3"; fail "dimension message"; }
+    ;;
   help)
-    for p in mdiff-toy mdiff-train mdiff-sample mdiff-classifier; do
+    for p in mdiff-toy mdiff-train mdiff-sample mdiff-classifier mdiff-embed mdiff-inverse; do
       "$bin/$p" --help >"$work/$p.help" || fail "$p --help"
       for flag in --out --seed --threads --device; do
         grep -q -- "$flag" "$work/$p.help" || fail "$p --help lacks $flag"

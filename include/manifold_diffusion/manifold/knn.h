@@ -48,7 +48,8 @@ struct KnnOptions {
 /// same device; computed in float64 when either is float64, otherwise float32). A query that is
 /// also a point finds itself at distance 0. Among candidates at equal distance the smaller index
 /// comes first (with `refine`, k + max(4, k / 2) candidates are kept per query).
-/// Needs 1 <= k <= N, finite inputs. Cost O(Q N D) time, O(block_entries + Q k) memory.
+/// Needs 1 <= k <= N, finite inputs. Results carry no gradient. Cost O(Q N D) time,
+/// O(block_entries + Q k) memory.
 ///
 /// Example:
 /// \code

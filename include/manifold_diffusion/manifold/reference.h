@@ -37,7 +37,9 @@ struct ReferenceOptions {
 /// A data manifold given by reference points X [N, D] (N >= 2): near a query x, the manifold is the
 /// local PCA plane (mean m, basis U [D, d]) of the k reference points nearest to x.
 /// project(x) = m + U U^T (x - m); local_frame(x) = {m, U, distance to the nearest reference
-/// point}; distance(x) = |x - project(x)|. The reference points keep their dtype and device; queries
+/// point}; distance(x) = |x - project(x)|. The frame carries no gradient (it depends on x only
+/// through the choice of neighbours); project() and distance() are differentiable in x through
+/// the linear projection. The reference points keep their dtype and device; queries
 /// must be on the same device. Each call costs one knn() of the queries, O(N D) per query.
 ///
 /// Example:
