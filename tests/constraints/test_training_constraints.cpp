@@ -278,3 +278,44 @@ TEST(TrainingConstraintFactory, BuildsByNameAndRejectsBadSpecs) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(SmallNetworkTest, MlpDenoiserTakesAContinuousConditioningVector) {
+  mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(3).hidden(16).num_blocks(1).cond_dim(2).zero_init_output(false));
+  const at::Tensor x = at::randn({4, 3});
+  const at::Tensor t = at::full({4}, 10.0);
+  const at::Tensor a = net->forward(x, t, at::zeros({4, 2}));
+  EXPECT_TRUE(at::allclose(a, net->forward(x, t)));  // undefined conditioning = the zero vector
+  EXPECT_FALSE(at::allclose(a, net->forward(x, t, at::ones({4, 2}))));
+  MD_EXPECT_ERROR(net->forward(x, t, at::zeros({4, 3})), "[4, 2]", "[4, 3]");
+  MD_EXPECT_ERROR(mdiff::MLPDenoiserOptions(3).cond_dim(2).num_classes(3).validate(), "cond_dim = 2", "num_classes = 3");
+  const auto back = mdiff::MLPDenoiserOptions::from_json(mdiff::MLPDenoiserOptions(3).cond_dim(2).to_json());
+  EXPECT_EQ(back.cond_dim(), 2);
+}
+
+// PCA coordinates of points on a line in R^3 (with a small orthogonal wobble): standardised, the
+// out-of-sample map agrees with the fit, and sampled coordinates are rows of the fitted ones.
+TEST(EmbeddingConditioning, StandardisedCoordinatesOutOfSampleAndEmpiricalDraws) {
+  at::Generator g = mdiff::make_generator(4);
+  const at::Tensor s = at::rand({300, 1}, g, at::TensorOptions(at::kFloat)) * 4 - 2;
+  const at::Tensor dir = at::tensor({0.6f, 0.8f, 0.0f});
+  const at::Tensor x = s * dir + 0.01 * at::randn({300, 3}, g, at::TensorOptions(at::kFloat));
+  mdiff::EmbeddingConditioning ec(mdiff::EmbeddingConditioningOptions().method("pca").dims(1).fit_points(200));
+  const at::Tensor c = ec.fit(x);
+  ASSERT_EQ(c.sizes(), at::IntArrayRef({300, 1}));
+  EXPECT_NEAR(c.mean().item<double>(), 0.0, 1e-5);
+  EXPECT_NEAR(c.std().item<double>(), 1.0, 1e-4);
+  // The coordinate is an affine function of s (up to sign): |corr| ~ 1.
+  const double corr = ((c - c.mean()) * (s - s.mean())).mean().item<double>() / (c.std(false) * s.std(false)).item<double>();
+  EXPECT_GT(std::abs(corr), 0.999);
+  EXPECT_TRUE(at::allclose(ec.coordinates(x), c, 1e-4, 1e-4));
+  const at::Tensor drawn = ec.sample(50, 3);
+  const at::Tensor gap = std::get<0>(at::cdist(drawn, c).min(1));
+  EXPECT_LT(gap.max().item<double>(), 1e-6);
+  MD_EXPECT_ERROR(mdiff::EmbeddingConditioningOptions::from_spec(mdiff::ConstraintSpec::parse("embed:method=umap"), 0),
+                  "umap", "tsne");
+  MD_EXPECT_ERROR(mdiff::EmbeddingConditioningOptions::from_spec(mdiff::ConstraintSpec::parse("embed:dim=2"), 0), "dim");
+}
+
+}  // namespace
