@@ -217,6 +217,12 @@ int main(int argc, char** argv) {
     nlohmann::json embed_json;
     for (const auto& c : f.train_constraints) {
       const auto spec = mdiff::ConstraintSpec::parse(c);
+      MD_CHECK_VALUE(spec.name() != "augment", "--train-constraint augment: non-leaky augmentation is for images "
+                     "(mdiff-train); mdiff-toy takes ", [] {
+                       std::string names;
+                       for (const auto& n : mdiff::training_constraint_names()) names += n + ", ";
+                       return names;
+                     }(), "embed");
       if (spec.name() != "embed") {
         loss_constraints.push_back(c);
         continue;
