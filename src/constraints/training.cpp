@@ -159,8 +159,12 @@ at::Tensor AutoencoderRegulariser::loss(const LossContext& c) {
     at::NoGradGuard no_grad;
     z0 = ae_->encode(c.x0.to(at::kFloat));
   }
+  // The latent distance is measured in units of the batch's latent variance (the encoder's scale is
+  // arbitrary); one sample has no variance and keeps raw units.
+  const at::Tensor z_var = z0.size(0) > 1 ? z0.flatten(1).var(0, /*unbiased=*/false).mean().clamp_min(1e-12)
+                                          : at::ones({}, z0.options());
   const at::Tensor z_hat = ae_->encode(x0_hat);
-  const at::Tensor latent = (z_hat - z0).flatten(1).pow(2).mean(1);
+  const at::Tensor latent = (z_hat - z0).flatten(1).pow(2).mean(1) / z_var;
   const at::Tensor energy = (x0_hat - ae_->decode(z_hat)).flatten(1).pow(2).mean(1);
   scalars_["latent_sq"] = latent.mean().item<double>();
   scalars_["energy_sq"] = energy.mean().item<double>();

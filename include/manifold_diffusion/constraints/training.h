@@ -144,8 +144,10 @@ class TangentRegulariser : public TrainingConstraint {
 };
 
 /// [Experimental] Autoencoder-manifold regulariser with a frozen autoencoder (E, D):
-/// mean_i w_i (latent * |E(x0_hat_i) - E(x0_i)|^2 / L + energy * |x0_hat_i - D(E(x0_hat_i))|^2 / D)
-/// with w the TimeWeight (default: SNR >= 1 only). Logs latent_sq and energy_sq.
+/// mean_i w_i (latent * |E(x0_hat_i) - E(x0_i)|^2 / (L var_z) + energy * |x0_hat_i - D(E(x0_hat_i))|^2 / D)
+/// with w the TimeWeight (default: SNR >= 1 only) and var_z the variance of E(x0) over the batch
+/// (mean over latent coordinates; the encoder's scale is arbitrary). Logs latent_sq (in var_z
+/// units) and energy_sq.
 ///
 /// Example:
 /// \code
