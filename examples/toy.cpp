@@ -232,8 +232,38 @@ int main(int argc, char** argv) {
     }
     const int64_t model_dim = model_data.size(1);
 
+    // Embedding conditioning ("embed" constraint): the network is conditioned on standardised
+    // low-dimensional coordinates of x0; the other constraints are loss terms.
+    std::optional<mdiff::EmbeddingConditioning> embed;
+    at::Tensor cond_data;
+    std::vector<std::string> loss_constraints;
+    nlohmann::json embed_json;
+    for (const auto& c : f.train_constraints) {
+      const auto spec = mdiff::ConstraintSpec::parse(c);
+      MD_CHECK_VALUE(spec.name() != "augment", "--train-constraint augment: non-leaky augmentation is for images "
+                     "(mdiff-train); mdiff-toy takes ", [] {
+                       std::string names;
+                       for (const auto& n : mdiff::training_constraint_names()) names += n + ", ";
+                       return names;
+                     }(), "embed");
+      if (spec.name() != "embed") {
+        loss_constraints.push_back(c);
+        continue;
+      }
+      MD_CHECK_VALUE(!embed, "--train-constraint embed given twice");
+      embed.emplace(mdiff::EmbeddingConditioningOptions::from_spec(spec, f.common.seed));
+      const auto t_fit = std::chrono::steady_clock::now();
+      cond_data = embed->fit(model_data);
+      const double fit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_fit).count();
+      fmt::print("train constraint: {} (fitted in {:.1f} s)\n", embed->describe(), fit_s);
+      embed_json = {{"spec", c}, {"description", embed->describe()}, {"extra_network_calls", 0.0}, {"fit_seconds", fit_s}};
+    }
+
     // Model, schedule, trainer.
-    mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(model_dim).hidden(f.hidden).num_blocks(f.blocks));
+    mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(model_dim)
+                               .hidden(f.hidden)
+                               .num_blocks(f.blocks)
+                               .cond_dim(embed ? embed->options().dims() : 0));
     const mdiff::NoiseSchedule schedule = f.schedule == "cosine" ? mdiff::NoiseSchedule::cosine(f.diffusion_steps)
                                                                  : mdiff::NoiseSchedule::linear(f.diffusion_steps);
     auto opts = mdiff::TrainerOptions(f.steps)
@@ -246,12 +276,13 @@ int main(int argc, char** argv) {
                     .device(device);
     mdiff::Trainer trainer(opts, net.ptr(), mdiff::network_function(net), schedule,
                            mdiff::DenoiserOptions(mdiff::enum_from_string<mdiff::PredictionType>(f.prediction)),
-                           mdiff::random_batches(model_data, {}, f.batch, mdiff::mix_seed(f.common.seed + 1)));
+                           mdiff::random_batches(model_data, cond_data, f.batch, mdiff::mix_seed(f.common.seed + 1)));
     // Training-time constraints. The tangent regulariser's manifold: local PCA of (up to 5000)
     // training points in the model's space, with the synthetic manifold's intrinsic dimension.
     nlohmann::json constraints_json = nlohmann::json::array();
     std::map<std::string, double> last_scalars;
-    if (!f.train_constraints.empty()) {
+    if (!embed_json.is_null()) constraints_json.push_back(embed_json);
+    if (!loss_constraints.empty()) {
       mdiff::TrainingConstraintContext ctx;
       ctx.sample_shape = {model_dim};
       ctx.seed = f.common.seed;
@@ -259,7 +290,7 @@ int main(int argc, char** argv) {
         ae->to(device);
         ctx.autoencoder = ae;
       }
-      for (const auto& c : f.train_constraints) {
+      for (const auto& c : loss_constraints) {
         if (mdiff::ConstraintSpec::parse(c).name() == "tangent" && !ctx.manifold) {
           const at::Tensor ref = model_data.slice(0, 0, std::min<int64_t>(model_data.size(0), 5000)).to(device);
           ctx.manifold = mdiff::ReferenceManifold::make(
@@ -268,7 +299,7 @@ int main(int argc, char** argv) {
                      ctx.manifold->intrinsic_dim());
         }
       }
-      constraints_json = mdiff_program::add_train_constraints(trainer, f.train_constraints, ctx);
+      for (const auto& a : mdiff_program::add_train_constraints(trainer, loss_constraints, ctx)) constraints_json.push_back(a);
       trainer.add_callback(std::make_shared<mdiff::LambdaCallback>([&](mdiff::Trainer&, const mdiff::TrainStepInfo& s) {
         last_scalars = s.scalars;
         return false;
@@ -309,12 +340,20 @@ int main(int argc, char** argv) {
       }
       for (const auto& c : f.sample_constraints) sample_args.hooks.push_back(mdiff::make_sampling_constraint(c, sctx));
     }
-    auto draw = [&](const mdiff::SampleArgs& args) {
+    auto draw = [&](mdiff::SampleArgs args, bool main_run) {
       at::Tensor x;
       trainer.with_ema_weights([&] {
         at::NoGradGuard no_grad;
+        if (embed) args.cond = embed->sample(f.num_samples, mdiff::mix_seed(f.common.seed + 3)).to(device);
         x = sampler->sample(trainer.denoiser(), {f.num_samples, model_dim}, mdiff::mix_seed(f.common.seed + 2), args, 0,
                             at::TensorOptions(at::kFloat).device(device));
+        if (embed && main_run) {
+          // Do samples land at the coordinates they were asked for? Compared with a shuffled pairing.
+          const at::Tensor got = embed->coordinates(x.cpu());
+          const at::Tensor want = args.cond.cpu();
+          embed_json["coordinate_error"] = (got - want).norm(2, 1).mean().item<double>();
+          embed_json["coordinate_error_unpaired"] = (got - want.roll(1, 0)).norm(2, 1).mean().item<double>();
+        }
         if (f.latent_dim > 0) x = ae->decode(x.cpu() * z_scale + z_mean);
       });
       x = x.cpu() * scale + mean;
@@ -323,7 +362,7 @@ int main(int argc, char** argv) {
     };
     net->eval();
     const auto t0 = std::chrono::steady_clock::now();
-    at::Tensor samples = draw(sample_args);
+    at::Tensor samples = draw(sample_args, true);
     const double sample_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     // Metrics against the manifold (exact distance) or the reference sample (nearest neighbour).
@@ -356,7 +395,7 @@ int main(int argc, char** argv) {
     m["sample_constraints"] = f.sample_constraints;
     if (!all_sample_specs.empty()) {
       const auto tb = std::chrono::steady_clock::now();
-      const at::Tensor base = draw({});
+      const at::Tensor base = draw({}, false);
       const double base_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
       nlohmann::json b = sample_metrics(base, nullptr);
       b["sample_seconds"] = base_seconds;
@@ -370,7 +409,7 @@ int main(int argc, char** argv) {
         auto c = mdiff::make_sampling_constraint(spec, sctx);
         args.hooks.push_back(c);
         const auto tc = std::chrono::steady_clock::now();
-        const at::Tensor x = draw(args);
+        const at::Tensor x = draw(args, false);
         nlohmann::json j = sample_metrics(x, nullptr);
         j["sample_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
         for (const auto& [k, v] : c->scalars()) j["last_" + k] = v;
@@ -383,6 +422,10 @@ int main(int argc, char** argv) {
     m["train_seconds"] = tr.seconds;
     m["train_ms_per_step"] = 1000.0 * tr.seconds / static_cast<double>(std::max<int64_t>(1, tr.steps_this_run));
     m["train_constraints"] = constraints_json;
+    if (embed) {
+      m["embed_coordinate_error"] = embed_json["coordinate_error"];
+      m["embed_coordinate_error_unpaired"] = embed_json["coordinate_error_unpaired"];
+    }
     for (const auto& [k, v] : last_scalars) m["last_" + k] = v;
     if (f.latent_dim > 0) m["latent_dim"] = f.latent_dim;
     if (ae_loss >= 0) m["autoencoder_final_loss"] = ae_loss;

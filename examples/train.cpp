@@ -117,6 +117,8 @@ int main(int argc, char** argv) {
         MD_CHECK_VALUE(augment_p >= 0 && augment_p <= 1, "constraint 'augment': p must be in [0, 1], got ", augment_p);
         spec.check_all_used();
       } else {
+        MD_CHECK_VALUE(spec.name() != "embed", "--train-constraint embed: embedding conditioning is available in mdiff-toy "
+                       "(MLP denoiser) only");
         loss_constraints.push_back(text);
         wants_ae_term = wants_ae_term || spec.name() == "ae";
         wants_tangent = wants_tangent || spec.name() == "tangent";

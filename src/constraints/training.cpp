@@ -2,6 +2,7 @@
 
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/manifold/embedding.h>
 #include <manifold_diffusion/models/embeddings.h>
 
 #include <ATen/ATen.h>
@@ -158,8 +159,12 @@ at::Tensor AutoencoderRegulariser::loss(const LossContext& c) {
     at::NoGradGuard no_grad;
     z0 = ae_->encode(c.x0.to(at::kFloat));
   }
+  // The latent distance is measured in units of the batch's latent variance (the encoder's scale is
+  // arbitrary); one sample has no variance and keeps raw units.
+  const at::Tensor z_var = z0.size(0) > 1 ? z0.flatten(1).var(0, /*unbiased=*/false).mean().clamp_min(1e-12)
+                                          : at::ones({}, z0.options());
   const at::Tensor z_hat = ae_->encode(x0_hat);
-  const at::Tensor latent = (z_hat - z0).flatten(1).pow(2).mean(1);
+  const at::Tensor latent = (z_hat - z0).flatten(1).pow(2).mean(1) / z_var;
   const at::Tensor energy = (x0_hat - ae_->decode(z_hat)).flatten(1).pow(2).mean(1);
   scalars_["latent_sq"] = latent.mean().item<double>();
   scalars_["energy_sq"] = energy.mean().item<double>();
@@ -379,6 +384,88 @@ void AdversarialX0::load_state(const NamedTensors& state) {
   m.d_steps = take("d_steps").item<int64_t>();
   set_generator_state(m.gen, take("generator"));
   m.pending.clear();
+}
+
+// ---- EmbeddingConditioning -------------------------------------------------------------------
+
+void EmbeddingConditioningOptions::validate() const {
+  const char* w = "EmbeddingConditioningOptions";
+  bool known = false;
+  std::string names;
+  for (const auto& n : embedding_names()) {
+    known = known || n == method();
+    names += (names.empty() ? "" : ", ") + n;
+  }
+  MD_CHECK_VALUE(known, w, ": unknown method '", method(), "' (valid: ", names, ")");
+  MD_CHECK_VALUE(dims() >= 1, w, ": dims must be >= 1, got ", dims());
+  MD_CHECK_VALUE(k() >= 1, w, ": k must be >= 1, got ", k());
+  MD_CHECK_VALUE(fit_points() >= 3, w, ": fit_points must be >= 3, got ", fit_points());
+}
+
+EmbeddingConditioningOptions EmbeddingConditioningOptions::from_spec(const ConstraintSpec& spec, uint64_t seed) {
+  EmbeddingConditioningOptions o;
+  o.method(spec.get_string("method", o.method()))
+      .dims(spec.get_int("dims", o.dims()))
+      .k(spec.get_int("k", o.k()))
+      .fit_points(spec.get_int("fit_points", o.fit_points()))
+      .seed(seed);
+  spec.check_all_used();
+  o.validate();
+  return o;
+}
+
+EmbeddingConditioning::EmbeddingConditioning(EmbeddingConditioningOptions options) : options_(std::move(options)) {
+  options_.validate();
+}
+EmbeddingConditioning::~EmbeddingConditioning() = default;
+EmbeddingConditioning::EmbeddingConditioning(EmbeddingConditioning&&) noexcept = default;
+EmbeddingConditioning& EmbeddingConditioning::operator=(EmbeddingConditioning&&) noexcept = default;
+
+at::Tensor EmbeddingConditioning::fit(const at::Tensor& points) {
+  check_defined(points, "points");
+  const at::Tensor x = points.flatten(1).to(at::kFloat);
+  const int64_t n = x.size(0);
+  MD_CHECK_VALUE(n > options_.k() + 1, "EmbeddingConditioning: needs more than k + 1 = ", options_.k() + 1,
+                 " points, got ", n);
+  embedding_ = make_embedding(options_.method(),
+                              EmbeddingOptions().dims(options_.dims()).k(options_.k()).seed(options_.seed()));
+  at::Tensor raw;
+  if (n <= options_.fit_points()) {
+    raw = embedding_->fit_transform(x);
+  } else {
+    at::Generator g = make_generator(mix_seed(options_.seed() ^ 0x656d62ULL));
+    const at::Tensor perm = at::randperm(n, g, at::TensorOptions(at::kLong)).to(x.device());
+    const at::Tensor fit_idx = perm.slice(0, 0, options_.fit_points());
+    const at::Tensor rest_idx = perm.slice(0, options_.fit_points());
+    const at::Tensor fitted = embedding_->fit_transform(x.index_select(0, fit_idx));
+    raw = at::empty({n, fitted.size(1)}, fitted.options());
+    raw.index_copy_(0, fit_idx, fitted);
+    raw.index_copy_(0, rest_idx, embedding_->transform(x.index_select(0, rest_idx)).to(fitted.scalar_type()));
+  }
+  raw = raw.to(at::kFloat);
+  mean_ = raw.mean(0, true);
+  scale_ = raw.std(0, true, true).clamp_min(1e-12);
+  coords_ = (raw - mean_) / scale_;
+  return coords_;
+}
+
+at::Tensor EmbeddingConditioning::coordinates(const at::Tensor& x) const {
+  MD_CHECK(embedding_ != nullptr, "EmbeddingConditioning::coordinates: call fit() first");
+  return (embedding_->transform(x.flatten(1).to(at::kFloat)).to(at::kFloat) - mean_.to(x.device())) /
+         scale_.to(x.device());
+}
+
+at::Tensor EmbeddingConditioning::sample(int64_t n, uint64_t seed) const {
+  MD_CHECK(coords_.defined(), "EmbeddingConditioning::sample: call fit() first");
+  MD_CHECK_VALUE(n >= 1, "EmbeddingConditioning::sample: n must be >= 1, got ", n);
+  at::Generator g = make_generator(mix_seed(seed));
+  const at::Tensor idx = at::randint(0, coords_.size(0), {n}, g, at::TensorOptions(at::kLong));
+  return coords_.index_select(0, idx.to(coords_.device()));
+}
+
+std::string EmbeddingConditioning::describe() const {
+  return fmt::format("embed: method={}, dims={}, k={}, fit_points={} (standardised coordinates)", options_.method(),
+                     options_.dims(), options_.k(), options_.fit_points());
 }
 
 // ---- Factory ----------------------------------------------------------------------------------

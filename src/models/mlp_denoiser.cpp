@@ -81,6 +81,9 @@ void MLPDenoiserOptions::validate() const {
   MD_CHECK_VALUE(num_classes() >= 0, "MLPDenoiserOptions: num_classes must be >= 0 (0: unconditional), got ",
                  num_classes());
   MD_CHECK_VALUE(dropout() >= 0 && dropout() < 1, "MLPDenoiserOptions: dropout must be in [0, 1), got ", dropout());
+  MD_CHECK_VALUE(cond_dim() >= 0, "MLPDenoiserOptions: cond_dim must be >= 0 (0: none), got ", cond_dim());
+  MD_CHECK_VALUE(cond_dim() == 0 || num_classes() == 0, "MLPDenoiserOptions: cond_dim = ", cond_dim(),
+                 " and num_classes = ", num_classes(), " cannot be combined (both use the conditioning input)");
 }
 
 std::string MLPDenoiserOptions::to_json() const {
@@ -92,6 +95,7 @@ std::string MLPDenoiserOptions::to_json() const {
   j["time_embedding"] = mdiff::to_string(time_embedding());
   j["fourier_scale"] = fourier_scale();
   j["num_classes"] = num_classes();
+  if (cond_dim() > 0) j["cond_dim"] = cond_dim();
   j["dropout"] = dropout();
   j["use_scale_shift_norm"] = use_scale_shift_norm();
   j["zero_init_output"] = zero_init_output();
@@ -120,6 +124,8 @@ MLPDenoiserOptions MLPDenoiserOptions::from_json(const std::string& text) {
       o.fourier_scale(json_get<double>(j, k, what));
     } else if (k == "num_classes") {
       o.num_classes(json_get<int64_t>(j, k, what));
+    } else if (k == "cond_dim") {
+      o.cond_dim(json_get<int64_t>(j, k, what));
     } else if (k == "dropout") {
       o.dropout(json_get<double>(j, k, what));
     } else if (k == "use_scale_shift_norm") {
@@ -157,6 +163,10 @@ void MLPDenoiserImpl::reset() {
   if (o.num_classes() > 0) {
     label_embedding_ = register_module("label_embedding", torch::nn::Embedding(o.num_classes() + 1, o.hidden()));
   }
+  cond_embedding_ = nullptr;
+  if (o.cond_dim() > 0) {
+    cond_embedding_ = register_module("cond_embedding", torch::nn::Linear(o.cond_dim(), o.hidden()));
+  }
   input_ = register_module("input", torch::nn::Linear(o.dim(), o.hidden()));
   blocks_ = torch::nn::ModuleList();
   for (int64_t i = 0; i < o.num_blocks(); ++i) {
@@ -177,9 +187,10 @@ void MLPDenoiserImpl::pretty_print(std::ostream& stream) const {
   const auto& o = options_;
   stream << fmt::format(
       "manifold_diffusion::MLPDenoiser(dim={}, hidden={}, num_blocks={}, time_embed_dim={}, time_embedding={}, "
-      "fourier_scale={}, num_classes={}, dropout={}, use_scale_shift_norm={}, zero_init_output={})",
+      "fourier_scale={}, num_classes={}, dropout={}, use_scale_shift_norm={}, zero_init_output={}{})",
       o.dim(), o.hidden(), o.num_blocks(), o.time_embed_dim(), mdiff::to_string(o.time_embedding()), o.fourier_scale(),
-      o.num_classes(), o.dropout(), bool_name(o.use_scale_shift_norm()), bool_name(o.zero_init_output()));
+      o.num_classes(), o.dropout(), bool_name(o.use_scale_shift_norm()), bool_name(o.zero_init_output()),
+      o.cond_dim() > 0 ? fmt::format(", cond_dim={}", o.cond_dim()) : std::string());
 }
 
 at::Tensor MLPDenoiserImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels) {
@@ -201,6 +212,17 @@ at::Tensor MLPDenoiserImpl::forward(const at::Tensor& x, const at::Tensor& t, co
   emb = time_fc2_(at::silu(time_fc1_(emb.to(time_fc1_->weight.scalar_type()))));
   if (label_embedding_) {
     emb = emb + label_embedding_(detail::class_indices(class_labels, o.num_classes(), batch, x.device(), "MLPDenoiser"));
+  } else if (cond_embedding_) {
+    if (class_labels.defined()) {
+      MD_CHECK_TYPE(class_labels.is_floating_point(), "MLPDenoiser: the conditioning vector must be floating, got ",
+                    class_labels.scalar_type());
+      MD_CHECK_VALUE(class_labels.dim() == 2 && class_labels.size(0) == batch && class_labels.size(1) == o.cond_dim(),
+                     "MLPDenoiser: conditioning: expected shape [", batch, ", ", o.cond_dim(), "] (cond_dim), got ",
+                     shape_string(class_labels));
+      emb = emb + cond_embedding_(class_labels.to(x.device(), emb.scalar_type()));
+    } else {
+      emb = emb + cond_embedding_->bias;  // the zero vector
+    }
   } else {
     MD_CHECK_VALUE(!class_labels.defined(),
                    "MLPDenoiser: class_labels given, but the model is unconditional (num_classes = 0)");

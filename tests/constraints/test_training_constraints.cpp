@@ -170,7 +170,8 @@ TEST_F(SmallNetworkTest, AutoencoderRegulariserEqualsItsFormula) {
   const at::Tensor d = 0.1 * at::randn({6, 4});
   f.pred.x0 = f.x0 + d;
   at::NoGradGuard no_grad;
-  const at::Tensor latent = (ae->encode(f.x0 + d) - ae->encode(f.x0)).pow(2).mean(1);
+  const at::Tensor z0 = ae->encode(f.x0);
+  const at::Tensor latent = (ae->encode(f.x0 + d) - z0).pow(2).mean(1) / z0.var(0, false).mean();
   const at::Tensor energy = (f.x0 + d - ae->forward(f.x0 + d)).pow(2).mean(1);
   EXPECT_NEAR(reg.loss(f.context()).item<double>(), (latent + 0.5 * energy).mean().item<double>(), 1e-6);
   EXPECT_NEAR(reg.scalars().at("latent_sq"), latent.mean().item<double>(), 1e-6);
@@ -275,6 +276,47 @@ TEST(TrainingConstraintFactory, BuildsByNameAndRejectsBadSpecs) {
   MD_EXPECT_ERROR(mdiff::make_training_constraint(mdiff::ConstraintSpec::parse("ae"), ctx), "needs an autoencoder");
   MD_EXPECT_ERROR(mdiff::make_training_constraint(mdiff::ConstraintSpec::parse("adversarial:r1_every=0"), ctx),
                   "r1_every", "0");
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(SmallNetworkTest, MlpDenoiserTakesAContinuousConditioningVector) {
+  mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(3).hidden(16).num_blocks(1).cond_dim(2).zero_init_output(false));
+  const at::Tensor x = at::randn({4, 3});
+  const at::Tensor t = at::full({4}, 10.0);
+  const at::Tensor a = net->forward(x, t, at::zeros({4, 2}));
+  EXPECT_TRUE(at::allclose(a, net->forward(x, t)));  // undefined conditioning = the zero vector
+  EXPECT_FALSE(at::allclose(a, net->forward(x, t, at::ones({4, 2}))));
+  MD_EXPECT_ERROR(net->forward(x, t, at::zeros({4, 3})), "[4, 2]", "[4, 3]");
+  MD_EXPECT_ERROR(mdiff::MLPDenoiserOptions(3).cond_dim(2).num_classes(3).validate(), "cond_dim = 2", "num_classes = 3");
+  const auto back = mdiff::MLPDenoiserOptions::from_json(mdiff::MLPDenoiserOptions(3).cond_dim(2).to_json());
+  EXPECT_EQ(back.cond_dim(), 2);
+}
+
+// PCA coordinates of points on a line in R^3 (with a small orthogonal wobble): standardised, the
+// out-of-sample map agrees with the fit, and sampled coordinates are rows of the fitted ones.
+TEST(EmbeddingConditioning, StandardisedCoordinatesOutOfSampleAndEmpiricalDraws) {
+  at::Generator g = mdiff::make_generator(4);
+  const at::Tensor s = at::rand({300, 1}, g, at::TensorOptions(at::kFloat)) * 4 - 2;
+  const at::Tensor dir = at::tensor({0.6f, 0.8f, 0.0f});
+  const at::Tensor x = s * dir + 0.01 * at::randn({300, 3}, g, at::TensorOptions(at::kFloat));
+  mdiff::EmbeddingConditioning ec(mdiff::EmbeddingConditioningOptions().method("pca").dims(1).fit_points(200));
+  const at::Tensor c = ec.fit(x);
+  ASSERT_EQ(c.sizes(), at::IntArrayRef({300, 1}));
+  EXPECT_NEAR(c.mean().item<double>(), 0.0, 1e-5);
+  EXPECT_NEAR(c.std().item<double>(), 1.0, 1e-4);
+  // The coordinate is an affine function of s (up to sign): |corr| ~ 1.
+  const double corr = ((c - c.mean()) * (s - s.mean())).mean().item<double>() / (c.std(false) * s.std(false)).item<double>();
+  EXPECT_GT(std::abs(corr), 0.999);
+  EXPECT_TRUE(at::allclose(ec.coordinates(x), c, 1e-4, 1e-4));
+  const at::Tensor drawn = ec.sample(50, 3);
+  const at::Tensor gap = std::get<0>(at::cdist(drawn, c).min(1));
+  EXPECT_LT(gap.max().item<double>(), 1e-6);
+  MD_EXPECT_ERROR(mdiff::EmbeddingConditioningOptions::from_spec(mdiff::ConstraintSpec::parse("embed:method=umap"), 0),
+                  "umap", "tsne");
+  MD_EXPECT_ERROR(mdiff::EmbeddingConditioningOptions::from_spec(mdiff::ConstraintSpec::parse("embed:dim=2"), 0), "dim");
 }
 
 }  // namespace

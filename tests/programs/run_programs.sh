@@ -183,6 +183,10 @@ case "$case_name" in
     "$bin/mdiff-toy" --out "$work/latent" --dataset moons --steps 20 --n-train 500 --batch 64 --hidden 32 --blocks 1 \
       --num-samples 100 --sample-steps 4 --threads 1 --latent-dim 2 --ae-steps 50 >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--latent-dim"; }
     has_keys "$work/latent/metrics.json" latent_dim autoencoder_final_loss manifold_distance_mean
+    "$bin/mdiff-toy" --out "$work/embed" --dataset swiss_roll_2d --steps 20 --n-train 500 --batch 64 --hidden 32 --blocks 1 \
+      --num-samples 100 --sample-steps 4 --threads 1 --train-constraint embed:method=spectral,dims=1 >"$work/log6" 2>&1 \
+      || { cat "$work/log6"; fail "embed"; }
+    has_keys "$work/embed/metrics.json" embed_coordinate_error embed_coordinate_error_unpaired
     "$bin/mdiff-toy" --out "$work/bad" --steps 2 --threads 1 --train-constraint iso:lamda=1 >"$work/log3" 2>&1 && fail "misspelt option accepted"
     grep -q "lamda" "$work/log3" || { cat "$work/log3"; fail "misspelt option not named"; }
     "$bin/mdiff-toy" --out "$work/bad" --steps 2 --threads 1 --train-constraint nope >"$work/log4" 2>&1 && fail "unknown constraint accepted"

@@ -144,8 +144,10 @@ class TangentRegulariser : public TrainingConstraint {
 };
 
 /// [Experimental] Autoencoder-manifold regulariser with a frozen autoencoder (E, D):
-/// mean_i w_i (latent * |E(x0_hat_i) - E(x0_i)|^2 / L + energy * |x0_hat_i - D(E(x0_hat_i))|^2 / D)
-/// with w the TimeWeight (default: SNR >= 1 only). Logs latent_sq and energy_sq.
+/// mean_i w_i (latent * |E(x0_hat_i) - E(x0_i)|^2 / (L var_z) + energy * |x0_hat_i - D(E(x0_hat_i))|^2 / D)
+/// with w the TimeWeight (default: SNR >= 1 only) and var_z the variance of E(x0) over the batch
+/// (mean over latent coordinates; the encoder's scale is arbitrary). Logs latent_sq (in var_z
+/// units) and energy_sq.
 ///
 /// Example:
 /// \code
@@ -225,6 +227,67 @@ class AdversarialX0 : public TrainingConstraint {
   std::unique_ptr<Impl> impl_;
 };
 
+class Embedding;
+
+/// Options of EmbeddingConditioning.
+///
+/// Example:
+/// \code
+///   auto o = mdiff::EmbeddingConditioningOptions().method("tsne").dims(2).fit_points(2000).seed(1);
+/// \endcode
+struct EmbeddingConditioningOptions {
+  /// An embedding name of make_embedding(): pca, isomap, spectral, diffusion_map, tsne.
+  TORCH_ARG(std::string, method) = "spectral";
+  TORCH_ARG(int64_t, dims) = 2;
+  /// Neighbours of the embedding's graph and of its out-of-sample rule.
+  TORCH_ARG(int64_t, k) = 12;
+  /// The embedding is fitted on (a seeded random subset of) this many points; the other points get
+  /// their coordinates from the embedding's out-of-sample transform().
+  TORCH_ARG(int64_t, fit_points) = 2000;
+  TORCH_ARG(uint64_t, seed) = 0;
+
+ public:
+  void validate() const;
+  /// Reads method, dims, k, fit_points from a spec named "embed" (seed stays).
+  static EmbeddingConditioningOptions from_spec(const ConstraintSpec& spec, uint64_t seed);
+};
+
+/// Conditioning on low-dimensional manifold coordinates of x0: fit() embeds the training set
+/// (spectral embedding, t-SNE, ... of the manifold module) and returns its coordinates,
+/// standardised per coordinate, to be passed to the network as a continuous conditioning vector
+/// (MLPDenoiserOptions::cond_dim); at sampling, sample() draws coordinates from their empirical
+/// distribution (or the caller gives its own) and coordinates() maps new points (e.g. samples, to
+/// check that they landed where they were asked to).
+///
+/// Example:
+/// \code
+///   mdiff::EmbeddingConditioning ec(mdiff::EmbeddingConditioningOptions().method("spectral"));
+///   at::Tensor c = ec.fit(train);                                   // [N, 2]
+///   mdiff::MLPDenoiser net(mdiff::MLPDenoiserOptions(D).cond_dim(2));
+///   auto src = mdiff::random_batches(train, c, 256, 1);             // (x0, coordinates) pairs
+///   at::Tensor want = ec.sample(1000, 7);                           // coordinates to sample at
+/// \endcode
+class EmbeddingConditioning {
+ public:
+  explicit EmbeddingConditioning(EmbeddingConditioningOptions options);
+  ~EmbeddingConditioning();
+  EmbeddingConditioning(EmbeddingConditioning&&) noexcept;
+  EmbeddingConditioning& operator=(EmbeddingConditioning&&) noexcept;
+  /// Fits the embedding and returns standardised coordinates [N, dims] (float32) of all points.
+  at::Tensor fit(const at::Tensor& points);
+  /// Standardised coordinates of new points (out-of-sample). Needs fit().
+  at::Tensor coordinates(const at::Tensor& x) const;
+  /// n rows of the training coordinates drawn with replacement (seeded).
+  at::Tensor sample(int64_t n, uint64_t seed) const;
+  const EmbeddingConditioningOptions& options() const { return options_; }
+  std::string describe() const;
+
+ private:
+  EmbeddingConditioningOptions options_;
+  std::unique_ptr<Embedding> embedding_;
+  at::Tensor mean_, scale_, coords_;
+};
+
 /// What the factory may need: a manifold ("tangent"), an autoencoder ("ae"), the sample shape
 /// ("adversarial"), a seed.
 struct TrainingConstraintContext {
@@ -234,7 +297,9 @@ struct TrainingConstraintContext {
   uint64_t seed = 0;
 };
 
-/// Names make_training_constraint() accepts: ip, iso, tangent, ae, adversarial.
+/// Names make_training_constraint() accepts: ip, iso, tangent, ae, adversarial. (The programs also
+/// take augment, embed and, in mdiff-toy, latent diffusion by --latent-dim; those change the data
+/// or the network rather than the loss.)
 std::vector<std::string> training_constraint_names();
 
 /// Builds a constraint from its specification; unknown names or options, bad values, and a

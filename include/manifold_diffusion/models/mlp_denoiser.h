@@ -96,6 +96,10 @@ struct MLPDenoiserOptions {
   TORCH_ARG(double, fourier_scale) = 16.0;
   /// 0: unconditional; otherwise labels 0 .. num_classes - 1 plus the null class (num_classes or -1).
   TORCH_ARG(int64_t, num_classes) = 0;
+  /// Width of a continuous conditioning vector (e.g. manifold coordinates of x0), given to forward()
+  /// in place of class labels: a linear embedding of it is added to the time embedding. An
+  /// undefined conditioning means the zero vector. 0: none. Exclusive with num_classes.
+  TORCH_ARG(int64_t, cond_dim) = 0;
   /// Dropout inside the residual blocks.
   TORCH_ARG(double, dropout) = 0.0;
   /// True: FiLM time conditioning (scale and shift); false: additive.
@@ -136,7 +140,8 @@ class MLPDenoiserImpl : public torch::nn::Cloneable<MLPDenoiserImpl> {
   void pretty_print(std::ostream& stream) const override;
 
   /// x [N, dim] floating; t [N] (integral or floating) or 0-dim, moved to x's device;
-  /// class_labels [N] integral in [-1, num_classes] or undefined (the null class). Returns [N, dim].
+  /// class_labels [N] integral in [-1, num_classes] or undefined (the null class); with cond_dim > 0
+  /// instead a floating conditioning vector [N, cond_dim] (or undefined: zeros). Returns [N, dim].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels = {});
 
   const MLPDenoiserOptions& options() const { return options_; }
@@ -147,6 +152,7 @@ class MLPDenoiserImpl : public torch::nn::Cloneable<MLPDenoiserImpl> {
   FourierEmbedding fourier_{nullptr};
   torch::nn::Linear time_fc1_{nullptr}, time_fc2_{nullptr}, input_{nullptr}, output_{nullptr};
   torch::nn::Embedding label_embedding_{nullptr};
+  torch::nn::Linear cond_embedding_{nullptr};
   torch::nn::ModuleList blocks_{nullptr};
   torch::nn::LayerNorm output_norm_{nullptr};
 };
