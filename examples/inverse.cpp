@@ -117,13 +117,14 @@ int main(int argc, char** argv) {
                    "images ", truth.sizes(), " do not match the model (", config.channels, "x", config.image_size, "x",
                    config.image_size, ")");
 
-    const auto op = mdiff::make_operator(op_spec, config.image_size, config.image_size);
+    const auto op = mdiff::make_operator(op_spec, config.image_size, config.image_size, config.channels);
     mdiff::MeasurementNoise noise(mdiff::MeasurementNoiseOptions()
                                       .kind(mdiff::enum_from_string<mdiff::NoiseKind>(noise_kind))
                                       .sigma(sigma_y)
                                       .rate(poisson_rate));
     const at::Tensor clean_y = op->forward(truth);
-    const at::Tensor y = noise.apply(clean_y, common.seed + 1);
+    // Noise only on what is measured (inpainting: not on the missing pixels).
+    const at::Tensor y = op->restrict_to_measured(noise.apply(clean_y, common.seed + 1));
 
     const MethodDefaults def = defaults_for(method);
     if (sampler_name.empty()) sampler_name = def.sampler;
@@ -136,6 +137,14 @@ int main(int argc, char** argv) {
     mdiff_program::add_image_constraint_context(base_context, extra, autoencoder_path, reference_images, device);
     MD_CHECK_VALUE(mpgd_variant == "plain" || !autoencoder_path.empty(), "--mpgd-variant ", mpgd_variant,
                    " needs --autoencoder");
+    if (method == "repaint") {
+      for (const auto& e : extra) {
+        const std::string n = mdiff::ConstraintSpec::parse(e).name();
+        MD_CHECK_VALUE(n == "clip" || n == "dynamic_threshold" || n == "manifold" || n == "ae_projection",
+                       "--sample-constraint ", e, " acts on the proposal, which RePaint's own loop replaces; with "
+                       "--method repaint only clip, dynamic_threshold, manifold and ae_projection apply");
+      }
+    }
     std::vector<at::Tensor> parts;
     std::vector<at::Tensor> residuals;
     int64_t nfe = 0, backward = 0;
@@ -146,7 +155,9 @@ int main(int argc, char** argv) {
       at::Tensor cond;
       if (!config.classes.empty()) cond = at::full({m}, -1, at::TensorOptions(at::kLong).device(device));  // null class
       std::vector<std::shared_ptr<mdiff::SamplingHook>> hooks;
-      if (!no_clip) hooks.push_back(std::make_shared<mdiff::StaticClip>());
+      // The default clip of x0_hat steps aside when extra constraints are given (a clip before a dynamic
+      // threshold would make the threshold the identity); `clip` can be listed explicitly.
+      if (!no_clip && extra.empty()) hooks.push_back(std::make_shared<mdiff::StaticClip>());
       mdiff::SamplingConstraintContext ctx = base_context;
       ctx.op = op;
       ctx.y = yb;
@@ -179,7 +190,7 @@ int main(int argc, char** argv) {
         backward = constraint->backward_passes_per_step() * steps;
       }
       parts.push_back(out.detach().cpu().to(at::kFloat));
-      residuals.push_back(noise.fidelity(yb.cpu(), op->forward(parts.back())));
+      residuals.push_back(noise.fidelity(yb.cpu(), op->forward(parts.back().clamp(-1, 1))));
       fmt::print("restored {}/{}\n", start + m, num_images);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -191,8 +202,7 @@ int main(int argc, char** argv) {
     const at::Tensor psnr = mdiff::metrics::psnr(shown, truth, 2.0);
     const at::Tensor ssim = mdiff::metrics::ssim(shown, truth, 2.0);
     const at::Tensor res = at::cat(residuals, 0);
-    const int64_t m_numel = y.numel() / y.size(0);
-    const double expected = noise.expected_noise_norm(m_numel);
+    const double expected = noise.expected_noise_norm(op->measured_entries(y));
     const at::Tensor ratio = expected > 0 ? res / expected : res / y.flatten(1).norm(2, 1).clamp_min(1e-12);
     nlohmann::json mj;
     mj["program"] = "mdiff-inverse";
@@ -224,6 +234,8 @@ int main(int argc, char** argv) {
                                   .images.slice(0, 0, fd_reference);
       mj["feature_fd"] = mdiff::metrics::feature_fd(classifier, real, shown);
       mj["feature_fd_truth"] = mdiff::metrics::feature_fd(classifier, real, truth);
+      classifier->eval();
+      at::NoGradGuard no_grad;
       const at::Tensor pred = classifier->forward(shown.to(device)).argmax(1).cpu();
       const at::Tensor want = classifier->forward(truth.to(device)).argmax(1).cpu();
       mj["class_agreement"] = (pred == want).to(at::kDouble).mean().item<double>();

@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
   app.add_option("--sample-constraint", f.sample_constraints,
                  "sampling-time constraint NAME[:key=value,...], repeatable (applied together); metrics.json then also "
                  "holds the unconstrained samples of the same model under 'baseline': manifold (local PCA of the "
-                 "training points), ae_projection (an MLP autoencoder), clip, dynamic_threshold");
+                 "training points), ae_projection (an MLP autoencoder)");
   app.add_option("--compare-sample-constraint", f.compare_constraints,
                  "also sample the same model with this constraint alone (repeatable; each is reported under "
                  "'comparisons' in metrics.json, with the unconstrained baseline)");

@@ -94,6 +94,10 @@ at::Tensor InpaintOperator::project(const at::Tensor& x, const at::Tensor& y) co
   MD_CHECK_VALUE(y.sizes() == x.sizes(), "InpaintOperator: y ", y.sizes(), " must have the image shape ", x.sizes());
   return x + m * (y - x);
 }
+int64_t InpaintOperator::measured_entries(const at::Tensor& y) const {
+  return static_cast<int64_t>(mask_for(y).expand_as(y)[0].sum().item<double>());
+}
+
 at::Tensor InpaintOperator::visualise(const at::Tensor& y, at::IntArrayRef) const {
   // Missing pixels shown mid-gray.
   const at::Tensor m = mask_for(y);
@@ -150,7 +154,8 @@ at::Tensor AveragePoolOperator::visualise(const at::Tensor& y, at::IntArrayRef) 
 // ---------------------------------------------------------------------------------------------
 // Gaussian blur
 
-BlurOperator::BlurOperator(int64_t size, double sigma) {
+BlurOperator::BlurOperator(int64_t size, double sigma, double ridge) : ridge_(ridge) {
+  MD_CHECK_VALUE(ridge >= 0 && std::isfinite(ridge), "BlurOperator: ridge must be >= 0, got ", ridge);
   MD_CHECK_VALUE(size >= 1 && size % 2 == 1, "BlurOperator: size must be odd and >= 1, got ", size);
   MD_CHECK_VALUE(sigma > 0 && std::isfinite(sigma), "BlurOperator: sigma must be positive, got ", sigma);
   const at::Tensor r = at::arange(size, at::kDouble) - static_cast<double>(size / 2);
@@ -165,20 +170,47 @@ at::Tensor BlurOperator::forward(const at::Tensor& x) const {
   return at::conv2d(x, w, {}, 1, k / 2, 1, c);
 }
 at::Tensor BlurOperator::adjoint(const at::Tensor& y) const { return forward(y); }
+at::Tensor BlurOperator::project(const at::Tensor& x, const at::Tensor& y) const {
+  if (ridge_ == 0) return MeasurementOperator::project(x, y);
+  // (A A^T + ridge I) z = r by conjugate gradients, per sample; then x + A^T z.
+  check_image(x, "x");
+  const at::Tensor r0 = y - forward(x);
+  const int64_t n = r0.size(0);
+  auto dot = [n](const at::Tensor& a, const at::Tensor& b) { return (a * b).reshape({n, -1}).sum(1); };
+  auto bs = [](const at::Tensor& v) { return v.view({v.size(0), 1, 1, 1}); };
+  auto apply = [&](const at::Tensor& v) { return forward(adjoint(v)) + ridge_ * v; };
+  at::Tensor z = at::zeros_like(r0), r = r0.clone(), p = r0.clone(), rr = dot(r, r);
+  const at::Tensor stop = dot(r0, r0) * (cg_tolerance * cg_tolerance);
+  for (int64_t it = 0; it < cg_iterations; ++it) {
+    if ((rr <= stop).all().item<bool>()) break;
+    const at::Tensor ap = apply(p);
+    const at::Tensor pap = dot(p, ap);
+    const at::Tensor alpha = at::where(pap > 0, rr / pap.clamp_min(1e-300), at::zeros_like(pap));
+    z = z + bs(alpha) * p;
+    r = r - bs(alpha) * ap;
+    const at::Tensor rr_new = dot(r, r);
+    p = r + bs(at::where(rr > 0, rr_new / rr.clamp_min(1e-300), at::zeros_like(rr))) * p;
+    rr = rr_new;
+  }
+  return x + adjoint(z);
+}
 at::Tensor BlurOperator::visualise(const at::Tensor& y, at::IntArrayRef) const { return y; }
 
 // ---------------------------------------------------------------------------------------------
 // Colourisation
 
+GrayOperator::GrayOperator(int64_t channels) : channels_(channels) {
+  MD_CHECK_VALUE(channels >= 2, "GrayOperator: colourisation needs images with >= 2 channels, got ", channels);
+}
 at::Tensor GrayOperator::forward(const at::Tensor& x) const {
   check_image(x, "x");
+  MD_CHECK_VALUE(x.size(1) == channels_, "GrayOperator: expected ", channels_, "-channel images, got ", x.size(1));
   return x.mean(1, true);
 }
 at::Tensor GrayOperator::adjoint(const at::Tensor& y) const {
   check_image(y, "y");
   MD_CHECK_VALUE(y.size(1) == 1, "GrayOperator: y must have 1 channel, got ", y.size(1));
-  // Needs the channel count of x: A^T y spreads y over 3 channels (RGB).
-  return y.expand({y.size(0), 3, y.size(2), y.size(3)}) / 3.0;
+  return y.expand({y.size(0), channels_, y.size(2), y.size(3)}) / static_cast<double>(channels_);
 }
 at::Tensor GrayOperator::project(const at::Tensor& x, const at::Tensor& y) const {
   const at::Tensor r = y - forward(x);  // A A^T = I / C: the correction is r in every channel
@@ -192,7 +224,8 @@ at::Tensor GrayOperator::visualise(const at::Tensor& y, at::IntArrayRef image_sh
 
 std::vector<std::string> operator_names() { return {"box", "random", "sr", "blur", "gray"}; }
 
-std::shared_ptr<MeasurementOperator> make_operator(const std::string& text, int64_t height, int64_t width) {
+std::shared_ptr<MeasurementOperator> make_operator(const std::string& text, int64_t height, int64_t width,
+                                                   int64_t channels) {
   const ConstraintSpec spec = ConstraintSpec::parse(text);
   std::shared_ptr<MeasurementOperator> op;
   const std::string& n = spec.name();
@@ -205,9 +238,9 @@ std::shared_ptr<MeasurementOperator> make_operator(const std::string& text, int6
   } else if (n == "sr") {
     op = AveragePoolOperator::make(spec.get_int("factor", 2));
   } else if (n == "blur") {
-    op = BlurOperator::make(spec.get_int("size", 5), spec.get_double("sigma", 1.0));
+    op = BlurOperator::make(spec.get_int("size", 5), spec.get_double("sigma", 1.0), spec.get_double("ridge", 1e-3));
   } else if (n == "gray") {
-    op = GrayOperator::make();
+    op = GrayOperator::make(channels);
   } else {
     std::string names;
     for (const auto& k : operator_names()) names += (names.empty() ? "" : ", ") + k;

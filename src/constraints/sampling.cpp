@@ -74,7 +74,7 @@ DynamicThreshold::DynamicThreshold(DynamicThresholdOptions options) : options_(o
 }
 
 at::Tensor DynamicThreshold::on_x0(const StepContext&, at::Tensor x0) {
-  const at::Tensor flat = x0.detach().abs().flatten(1).to(at::kFloat);
+  const at::Tensor flat = x0.detach().abs().flatten(1).to(x0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   at::Tensor s = at::quantile(flat, options_.percentile(), 1);
   s = s.clamp(1.0, options_.max_value()).to(x0.scalar_type());
   residual_ = s;  // the per-sample threshold
@@ -154,13 +154,14 @@ at::Tensor MeasurementProjection::noised_measurement(double alpha_bar, int64_t s
 at::Tensor MeasurementProjection::on_proposal(const StepContext& ctx, at::Tensor x_next) {
   torch::NoGradGuard no_grad;
   const at::Tensor x = x_next.detach();
-  if (ctx.x0_hat.defined() && !ctx.x_t_leaf.defined()) {
+  if (record_residual_ && ctx.x0_hat.defined()) {
     residual_ = m_.noise.fidelity(checked_y(m_, x, name()).to(x.options()), m_.op->forward(ctx.x0_hat.to(x.options())));
   }
   return m_.op->project(x, noised_measurement(ctx.alpha_bar_next, ctx.step, x));
 }
 
 MCGConstraint::MCGConstraint(Measurement m, MCGOptions options) : MeasurementProjection(std::move(m)), options_(options) {
+  record_residual_ = false;
   MD_CHECK_VALUE(options_.alpha() >= 0 && std::isfinite(options_.alpha()), "mcg: alpha must be >= 0, got ",
                  options_.alpha());
 }

@@ -28,7 +28,7 @@ double ip(const at::Tensor& a, const at::Tensor& b) { return (a * b).sum().item<
 std::vector<std::shared_ptr<mdiff::MeasurementOperator>> all_operators() {
   return {mdiff::InpaintOperator::make(mdiff::box_mask(8, 8, 4, 4)),
           mdiff::InpaintOperator::make(mdiff::random_mask(8, 8, 0.7, 3)), mdiff::AveragePoolOperator::make(2),
-          mdiff::BlurOperator::make(3, 1.0)};
+          mdiff::BlurOperator::make(3, 1.0, /*ridge=*/0.0)};
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ TEST(MeasurementOperator, AdjointSatisfiesTheInnerProductIdentity) {
     const at::Tensor y = op->forward(images(3, 2, 8, 8, 2));
     EXPECT_NEAR(ip(op->forward(x), y), ip(x, op->adjoint(y)), 1e-9) << op->name();
   }
-  const auto gray = mdiff::GrayOperator::make();
+  const auto gray = mdiff::GrayOperator::make(3);
   const at::Tensor x = images(2, 3, 4, 4, 3);
   const at::Tensor y = images(2, 1, 4, 4, 4);
   EXPECT_NEAR(ip(gray->forward(x), y), ip(x, gray->adjoint(y)), 1e-9);
@@ -74,7 +74,7 @@ TEST(MeasurementOperator, AdjointSatisfiesTheInnerProductIdentity) {
 
 TEST(MeasurementOperator, ProjectionLandsOnTheMeasurementSetAndIsNearest) {
   auto ops = all_operators();
-  ops.push_back(mdiff::GrayOperator::make());
+  ops.push_back(mdiff::GrayOperator::make(3));
   for (const auto& op : ops) {
     const int64_t c = op->name() == "gray" ? 3 : 2;
     const at::Tensor truth = images(2, c, 8, 8, 5);
@@ -91,6 +91,34 @@ TEST(MeasurementOperator, ProjectionLandsOnTheMeasurementSetAndIsNearest) {
     // Idempotent.
     EXPECT_LT((op->project(p, y) - p).abs().max().item<double>(), 10 * tol) << op->name();
   }
+}
+
+TEST(MeasurementOperator, RegularisedBlurProjectionShrinksTowardTheExactOne) {
+  // The ridge trades measurement consistency for a smaller correction; ridge 0 is exact.
+  const at::Tensor truth = images(2, 1, 8, 8, 5);
+  const at::Tensor x = images(2, 1, 8, 8, 6);
+  double last_fit = -1, last_step = 1e300;
+  for (double ridge : {1e-1, 1e-2, 1e-3, 0.0}) {
+    const auto op = mdiff::BlurOperator::make(5, 1.0, ridge);
+    const at::Tensor y = op->forward(truth);
+    const at::Tensor p = op->project(x, y);
+    const double fit = (op->forward(p) - y).norm().item<double>();
+    const double step = (p - x).norm().item<double>();
+    if (last_fit >= 0) {
+      EXPECT_LT(fit, last_fit) << ridge;
+      EXPECT_GT(step, 0.0);
+    }
+    last_fit = fit;
+    last_step = step;
+  }
+  EXPECT_LT(last_fit, 1e-3);
+  EXPECT_GT(last_step, 0.0);
+  // Inpainting measures only the known pixels: noise on the rest is dropped, and they are counted.
+  const auto inpaint = mdiff::InpaintOperator::make(mdiff::box_mask(8, 8, 4, 4));
+  const at::Tensor y = inpaint->restrict_to_measured(at::ones({2, 1, 8, 8}));
+  EXPECT_EQ(y.sum().item<double>(), 2 * (64 - 16));
+  EXPECT_EQ(inpaint->measured_entries(y), 64 - 16);
+  EXPECT_EQ(mdiff::AveragePoolOperator(2).measured_entries(at::ones({2, 1, 4, 4})), 16);
 }
 
 TEST(MeasurementOperator, MasksHaveTheRequestedShapeAndCounts) {
@@ -115,6 +143,9 @@ TEST(MeasurementOperator, FactoryBuildsAndRejects) {
   MD_EXPECT_ERROR(mdiff::AveragePoolOperator(3).forward(images(1, 1, 8, 8, 0)), "not divisible by the factor 3");
   MD_EXPECT_ERROR(mdiff::AveragePoolOperator(2).forward(at::zeros({4, 8})), "images [N, C, H, W]");
   MD_EXPECT_ERROR(mdiff::InpaintOperator(at::full({4, 4}, 0.5)), "0 or 1");
+  MD_EXPECT_ERROR(mdiff::make_operator("gray", 28, 28, 1), ">= 2 channels", "1");
+  MD_EXPECT_ERROR(mdiff::GrayOperator(3).forward(images(1, 1, 4, 4, 0)), "expected 3-channel images, got 1");
+  EXPECT_EQ(mdiff::make_operator("gray", 4, 4, 3)->adjoint(at::ones({1, 1, 4, 4})).size(1), 3);
   MD_EXPECT_ERROR(mdiff::InpaintOperator::make(mdiff::box_mask(4, 4, 2, 2))->forward(images(1, 1, 8, 8, 0)),
                   "does not broadcast");
 }

@@ -50,6 +50,11 @@ class MeasurementOperator {
   /// What a person sees of a measurement, as an image shaped like x (masked image, upsampled
   /// low-resolution image, blurred image, gray image in all channels).
   virtual at::Tensor visualise(const at::Tensor& y, at::IntArrayRef image_shape) const;
+  /// y with the entries that are not measurements set to zero (inpainting: the missing pixels), so
+  /// that noise added to a whole measurement tensor stays in the range of A.
+  virtual at::Tensor restrict_to_measured(const at::Tensor& y) const { return y; }
+  /// Number of measured entries of one sample of y (inpainting: the known pixels).
+  virtual int64_t measured_entries(const at::Tensor& y) const { return y.numel() / std::max<int64_t>(1, y.size(0)); }
 
   int64_t cg_iterations = 100;
   double cg_tolerance = 1e-7;
@@ -77,6 +82,8 @@ class InpaintOperator : public MeasurementOperator {
   at::Tensor project(const at::Tensor& x, const at::Tensor& y) const override;
   bool exact_projection() const override { return true; }
   at::Tensor visualise(const at::Tensor& y, at::IntArrayRef image_shape) const override;
+  at::Tensor restrict_to_measured(const at::Tensor& y) const override { return mask_for(y) * y; }
+  int64_t measured_entries(const at::Tensor& y) const override;
   /// The mask as given, broadcastable to the images.
   const at::Tensor& mask() const { return mask_; }
 
@@ -109,38 +116,52 @@ class AveragePoolOperator : public MeasurementOperator {
 };
 
 /// Gaussian blur with a normalised size x size kernel of standard deviation sigma, per channel,
-/// zero padding; y has the image shape. The kernel is symmetric, so A^T = A. No closed-form
-/// projection: project() runs conjugate gradients on A A^T.
+/// zero padding; y has the image shape. The kernel is symmetric, so A^T = A. A is invertible but
+/// badly conditioned (5x5, sigma 1: cond(A A^T) ~ 3e6), so {x : A x = y} is one point and an exact
+/// projection is a noise-amplifying deconvolution: project() solves (A A^T + ridge I) z = y - A x
+/// by conjugate gradients and returns x + A^T z (a Tikhonov-regularised projection; ridge 0 is the
+/// exact one).
 class BlurOperator : public MeasurementOperator {
  public:
-  BlurOperator(int64_t size, double sigma);
-  static std::shared_ptr<BlurOperator> make(int64_t size, double sigma) { return std::make_shared<BlurOperator>(size, sigma); }
+  BlurOperator(int64_t size, double sigma, double ridge = 1e-3);
+  static std::shared_ptr<BlurOperator> make(int64_t size, double sigma, double ridge = 1e-3) {
+    return std::make_shared<BlurOperator>(size, sigma, ridge);
+  }
+  at::Tensor project(const at::Tensor& x, const at::Tensor& y) const override;
   std::string name() const override { return "blur"; }
   at::Tensor forward(const at::Tensor& x) const override;
   at::Tensor adjoint(const at::Tensor& y) const override;
   at::Tensor visualise(const at::Tensor& y, at::IntArrayRef image_shape) const override;
   const at::Tensor& kernel() const { return kernel_; }
+  double ridge() const { return ridge_; }
 
  private:
   at::Tensor kernel_;  // [size, size] float64
+  double ridge_;
 };
 
-/// Colourisation: A x = mean over channels, y [N, 1, H, W]. A A^T = I / C: exact projection.
+/// Colourisation: A x = mean over the C >= 2 channels, y [N, 1, H, W]. A A^T = I / C: exact projection.
 class GrayOperator : public MeasurementOperator {
  public:
-  GrayOperator() = default;
-  static std::shared_ptr<GrayOperator> make() { return std::make_shared<GrayOperator>(); }
+  explicit GrayOperator(int64_t channels = 3);
+  static std::shared_ptr<GrayOperator> make(int64_t channels = 3) { return std::make_shared<GrayOperator>(channels); }
+  int64_t channels() const { return channels_; }
   std::string name() const override { return "gray"; }
   at::Tensor forward(const at::Tensor& x) const override;
   at::Tensor adjoint(const at::Tensor& y) const override;
   at::Tensor project(const at::Tensor& x, const at::Tensor& y) const override;
   bool exact_projection() const override { return true; }
   at::Tensor visualise(const at::Tensor& y, at::IntArrayRef image_shape) const override;
+
+ private:
+  int64_t channels_;
 };
 
-/// Builds an operator for images of size height x width from a specification:
-/// `box[:size=14]`, `random[:missing=0.7,seed=0]`, `sr[:factor=2]`, `blur[:size=5,sigma=1]`, `gray`.
-std::shared_ptr<MeasurementOperator> make_operator(const std::string& spec, int64_t height, int64_t width);
+/// Builds an operator for images of `channels` x height x width from a specification:
+/// `box[:size=14]`, `random[:missing=0.7,seed=0]`, `sr[:factor=2]`, `blur[:size=5,sigma=1,ridge=1e-3]`,
+/// `gray` (needs channels >= 2).
+std::shared_ptr<MeasurementOperator> make_operator(const std::string& spec, int64_t height, int64_t width,
+                                                   int64_t channels = 1);
 /// The operator names make_operator() knows.
 std::vector<std::string> operator_names();
 

@@ -38,7 +38,7 @@ struct StepWindow {
 ///
 /// Example:
 /// \code
-///   auto dps = std::make_shared<mdiff::DPSConstraint>(op, y, mdiff::DPSOptions().scale(0.5));
+///   auto dps = std::make_shared<mdiff::DPSConstraint>(mdiff::Measurement{op, y}, mdiff::DPSOptions().scale(0.5));
 ///   mdiff::SampleArgs args;
 ///   args.hooks.push_back(dps);                       // the sampler turns autograd on for it
 ///   at::Tensor x = mdiff::DDPMSampler(100).sample(denoiser, {8, 1, 28, 28}, 0, args);
@@ -200,6 +200,7 @@ class MeasurementProjection : public SamplingConstraint {
 
  protected:
   Measurement m_;
+  bool record_residual_ = true;  ///< false in MCG, which records its own.
 };
 
 /// MCG options: the gradient step alpha on |y - A x0_hat(x_t)| (per-sample norm, not squared).
@@ -307,7 +308,8 @@ struct DSGOptions {
 /// Guidance with a spherical Gaussian constraint (Yang et al., ICML 2024): the guided proposal stays
 /// on the sphere of radius sqrt(n) sigma around the step's mean, pointing between the sampled noise
 /// direction and steepest descent of |y - A x0_hat(x_t)|. Needs a sampler that reports its
-/// proposal's mean and standard deviation (DDPM with fixed variance, DDIM with eta > 0).
+/// proposal's mean and standard deviation (DDPM with fixed variance, DDIM with eta > 0). The graph
+/// is kept at every step; with interval > 1 the backward pass runs on every interval-th step only.
 ///
 /// Example:
 /// \code
@@ -343,8 +345,9 @@ std::vector<int64_t> repaint_schedule(const RePaintOptions& options);
 
 /// RePaint (Lugmayr et al., CVPR 2022): ancestral DDPM steps with the known part injected at each
 /// level, and forward "undo" jumps that let the fill harmonise with it. Returns the samples [N, ...]
-/// (data domain); `nfe` receives the network evaluations per sample. `hooks` (e.g. StaticClip) run on
-/// x0_hat at every network evaluation. Deterministic per sample given `seed`.
+/// (data domain); `nfe` receives the network evaluations per sample. The on_x0 hooks of `hooks`
+/// (e.g. StaticClip) run at every network evaluation; their on_proposal is not called (RePaint's own
+/// replacement takes that place). Deterministic given `seed` and the batch.
 ///
 /// Example:
 /// \code
@@ -360,7 +363,7 @@ at::Tensor repaint(const Denoiser& denoiser, const Measurement& m, const RePaint
 
 /// What make_sampling_constraint() may need besides the specification.
 struct SamplingConstraintContext {
-  std::shared_ptr<const Manifold> manifold;       ///< for "manifold" (and "pca_projection", "manifold_pull").
+  std::shared_ptr<const Manifold> manifold;       ///< for "manifold".
   AutoencoderFunctions autoencoder;               ///< for "ae_projection" and mpgd variants ae / z.
   std::shared_ptr<const MeasurementOperator> op;  ///< for the measurement constraints.
   at::Tensor y;                                   ///< measurements for the batch being drawn.
@@ -370,7 +373,8 @@ struct SamplingConstraintContext {
 
 /// Builds a constraint from `NAME[:key=value,...]`: clip[:min,max], dynamic_threshold[:p,max],
 /// manifold[:mode=project|pull,strength,step,h,start,end], ae_projection[:strength,start,end],
-/// projection, mcg[:alpha], dps[:scale], mpgd[:scale,variant=plain|ae|z,start,end], dsg[:rate,interval].
+/// projection, mcg[:alpha], dps[:scale], mpgd[:scale,variant=plain|ae|z,ae_factor,latent_factor,start,end],
+/// dsg[:rate,interval].
 /// Unknown names or options, and missing context (no manifold, no measurement), are errors that
 /// say what is missing.
 std::shared_ptr<SamplingConstraint> make_sampling_constraint(const std::string& spec,

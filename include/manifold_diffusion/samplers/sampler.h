@@ -27,7 +27,8 @@ struct StepContext {
   double alpha_bar_next = 1;    ///< noise level of the proposal.
   at::Tensor x_t;               ///< current sample (VP domain).
   /// Runs the denoiser (with the run's conditioning and guidance) on any x at this step's noise
-  /// level with autograd enabled, for gradient corrections (MCG, DPS, MPGD).
+  /// level with autograd enabled, for hooks that need the network at other inputs (MCG, DPS and DSG
+  /// use the step's own graph instead: x_t_leaf / x0_graph below).
   std::function<DenoiserOutput(const at::Tensor& x)> denoise;
   /// The clean-sample estimate of the step's (last) network evaluation after the on_x0 hooks
   /// (detached); set before on_proposal runs.
