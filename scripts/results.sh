@@ -242,6 +242,20 @@ for m in sorted(inv, key=lambda m: (m["operator"], m["sigma_y"], m["steps"], ord
       f"{fmt(m.get('feature_fd'))} | {fmt(m['residual_ratio'])} | {fmt(m.get('class_agreement'))} | "
       f"{fmt(m['seconds_per_image'])} | {m['nfe_per_image']} |")
 w("")
+import shutil
+shown = []
+for meth in ["projection", "mcg", "dps", "dsg"]:
+    src = os.path.join(out, "inverse", f"box_size_14-s0-n50-{meth}", "panels.png")
+    if os.path.exists(src):
+        os.makedirs("docs/images", exist_ok=True)
+        shutil.copyfile(src, f"docs/images/results-box-{meth}.png")
+        shown.append(meth)
+if shown:
+    w("Box 14x14, noise-free, 50 steps; each triple is truth | measurement | restoration:")
+    w("")
+    for meth in shown:
+        w(f"- {meth}: ![{meth}](images/results-box-{meth}.png)")
+    w("")
 # Target checks
 def get(op, sy, steps, method):
     for m in inv:
