@@ -80,6 +80,19 @@ struct LoadedImageModel {
   int64_t step = 0;
 };
 
+/// The flags that name a trained model: --run, --config, --checkpoint, --trained-weights.
+struct ModelFlags {
+  std::string run_dir, config_path, checkpoint;
+  bool trained_weights = false;
+};
+
+inline void add_model_flags(CLI::App& app, ModelFlags& f) {
+  app.add_option("--run", f.run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
+  app.add_option("--config", f.config_path, "model config.json (instead of --run)");
+  app.add_option("--checkpoint", f.checkpoint, "checkpoint file (instead of the newest one of --run)");
+  app.add_flag("--trained-weights", f.trained_weights, "use the trained weights instead of the EMA");
+}
+
 /// Loads `--run DIR` (config.json + the newest checkpoint) or `--config` + `--checkpoint`, with
 /// the EMA weights unless `trained_weights`; the network is moved to `device` in eval mode.
 inline LoadedImageModel load_image_model(const std::string& run_dir, std::string config_path, std::string checkpoint,
@@ -101,6 +114,10 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   m.checkpoint = checkpoint;
   fmt::print("model: {} ({} weights, step {})\n", checkpoint, trained_weights ? "trained" : "EMA", m.step);
   return m;
+}
+
+inline LoadedImageModel load_image_model(const ModelFlags& f, c10::Device device) {
+  return load_image_model(f.run_dir, f.config_path, f.checkpoint, f.trained_weights, device);
 }
 
 /// Fills what image sampling constraints may need: a ReferenceManifold of `reference_images`

@@ -46,19 +46,17 @@ int main(int argc, char** argv) {
   mdiff_program::CommonFlags common;
   common.out = "out/inverse";
   mdiff_program::add_common_flags(app, common);
-  std::string run_dir, config_path, checkpoint, images = "fashion-mnist:test", op_spec = "box:size=14";
+  std::string images = "fashion-mnist:test", op_spec = "box:size=14";
   std::string method = "dps", sampler_name, noise_kind = "gaussian";
   std::string classifier_path = mdiff_program::default_classifier_path();
   int64_t num_images = 16, first = 0, steps = 50, batch = 64, jump = 5, resample = 5, fd_reference = 2000;
   double sigma_y = 0.0, poisson_rate = 255.0, scale = -1, eta = -1;
-  bool trained_weights = false, no_clip = false, no_fd = false;
+  bool no_clip = false, no_fd = false;
   std::vector<std::string> extra;
   std::string autoencoder_path, mpgd_variant = "plain";
   int64_t reference_images = 10000;
-  app.add_option("--run", run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
-  app.add_option("--config", config_path, "model config.json (instead of --run)");
-  app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
-  app.add_flag("--trained-weights", trained_weights, "use the trained weights instead of the EMA");
+  mdiff_program::ModelFlags model_flags;
+  mdiff_program::add_model_flags(app, model_flags);
   app.add_option("--images", images, "fashion-mnist[:test|train] or a folder of PNG images")->capture_default_str();
   app.add_option("--num-images", num_images, "images to restore")->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_option("--first", first, "index of the first image")->capture_default_str()->check(CLI::Range(0, 100000000));
@@ -94,7 +92,7 @@ int main(int argc, char** argv) {
 
   return mdiff_program::run_guarded("mdiff-inverse", [&] {
     const c10::Device device = mdiff_program::setup(common, "mdiff-inverse");
-    auto model = mdiff_program::load_image_model(run_dir, config_path, checkpoint, trained_weights, device);
+    auto model = mdiff_program::load_image_model(model_flags, device);
     const auto& config = model.config;
 
     // Ground-truth images.

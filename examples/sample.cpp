@@ -18,16 +18,14 @@ int main(int argc, char** argv) {
   CLI::App app{"mdiff-sample: sample images from an mdiff-train model"};
   mdiff_program::CommonFlags common{"out/sample", 0, 2, "cpu"};
   mdiff_program::add_common_flags(app, common);
-  std::string run_dir, config_path, checkpoint;
   std::string sampler_name = "dpmpp_2m";
   int64_t sample_steps = 25, num_samples = 64, batch = 256, nrow = 8;
   double eta = 0.0, guidance = 1.0;
   std::vector<std::string> prompts;
-  bool save_tensor = false, trained_weights = false, fd = false;
+  bool save_tensor = false, fd = false;
   std::string classifier_path = mdiff_program::default_classifier_path();
-  app.add_option("--run", run_dir, "an mdiff-train output folder (config.json + newest checkpoint)");
-  app.add_option("--config", config_path, "model config.json (instead of --run)");
-  app.add_option("--checkpoint", checkpoint, "checkpoint file (instead of the newest one of --run)");
+  mdiff_program::ModelFlags model_flags;
+  mdiff_program::add_model_flags(app, model_flags);
   app.add_flag("--no-clip", no_clip, "do not clamp x0_hat to [-1, 1] while sampling");
   std::vector<std::string> sample_constraints;
   std::string autoencoder_path;
@@ -49,15 +47,14 @@ int main(int argc, char** argv) {
   app.add_flag("--save-tensor", save_tensor, "also write samples.pt");
   app.add_flag("--fd", fd, "Fashion-MNIST models: feature-FD, precision/recall and class agreement of the samples against the test set");
   app.add_option("--classifier", classifier_path, "feature classifier for --fd (trained and cached when missing)")->capture_default_str();
-  app.add_flag("--trained-weights", trained_weights, "use the trained weights instead of the EMA");
   CLI11_PARSE(app, argc, argv);
 
   return mdiff_program::run_guarded("mdiff-sample", [&] {
     const c10::Device device = mdiff_program::setup(common, "mdiff-sample");
-    auto model = mdiff_program::load_image_model(run_dir, config_path, checkpoint, trained_weights, device);
+    auto model = mdiff_program::load_image_model(model_flags, device);
     const auto& config = model.config;
     mdiff::UNet unet = model.unet;
-    checkpoint = model.checkpoint;
+    const std::string& checkpoint = model.checkpoint;
     const int64_t step = model.step;
 
     at::Tensor labels;

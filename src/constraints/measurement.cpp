@@ -21,8 +21,12 @@ void MeasurementOperator::check_image(const at::Tensor& x, const char* what) con
 }
 
 at::Tensor MeasurementOperator::project(const at::Tensor& x, const at::Tensor& y) const {
+  return cg_project(x, y, 0.0);
+}
+
+at::Tensor MeasurementOperator::cg_project(const at::Tensor& x, const at::Tensor& y, double ridge) const {
   check_image(x, "x");
-  // Conjugate gradients on (A A^T) z = r, one system per sample (the operators act per sample).
+  // Conjugate gradients on (A A^T + ridge I) z = r, one system per sample (the operators act per sample).
   const at::Tensor r0 = y - forward(x);
   const int64_t n = r0.size(0);
   auto dot = [n](const at::Tensor& a, const at::Tensor& b) { return (a * b).reshape({n, -1}).sum(1); };
@@ -38,7 +42,8 @@ at::Tensor MeasurementOperator::project(const at::Tensor& x, const at::Tensor& y
   const at::Tensor stop = dot(r0, r0) * (cg_tolerance * cg_tolerance);
   for (int64_t it = 0; it < cg_iterations; ++it) {
     if ((rr <= stop).all().item<bool>()) break;
-    const at::Tensor ap = forward(adjoint(p));
+    at::Tensor ap = forward(adjoint(p));
+    if (ridge > 0) ap = ap + ridge * p;
     const at::Tensor pap = dot(p, ap);
     const at::Tensor alpha = at::where(pap > 0, rr / pap.clamp_min(1e-300), at::zeros_like(pap));
     z = z + bshape(alpha, p) * p;
@@ -170,30 +175,7 @@ at::Tensor BlurOperator::forward(const at::Tensor& x) const {
   return at::conv2d(x, w, {}, 1, k / 2, 1, c);
 }
 at::Tensor BlurOperator::adjoint(const at::Tensor& y) const { return forward(y); }
-at::Tensor BlurOperator::project(const at::Tensor& x, const at::Tensor& y) const {
-  if (ridge_ == 0) return MeasurementOperator::project(x, y);
-  // (A A^T + ridge I) z = r by conjugate gradients, per sample; then x + A^T z.
-  check_image(x, "x");
-  const at::Tensor r0 = y - forward(x);
-  const int64_t n = r0.size(0);
-  auto dot = [n](const at::Tensor& a, const at::Tensor& b) { return (a * b).reshape({n, -1}).sum(1); };
-  auto bs = [](const at::Tensor& v) { return v.view({v.size(0), 1, 1, 1}); };
-  auto apply = [&](const at::Tensor& v) { return forward(adjoint(v)) + ridge_ * v; };
-  at::Tensor z = at::zeros_like(r0), r = r0.clone(), p = r0.clone(), rr = dot(r, r);
-  const at::Tensor stop = dot(r0, r0) * (cg_tolerance * cg_tolerance);
-  for (int64_t it = 0; it < cg_iterations; ++it) {
-    if ((rr <= stop).all().item<bool>()) break;
-    const at::Tensor ap = apply(p);
-    const at::Tensor pap = dot(p, ap);
-    const at::Tensor alpha = at::where(pap > 0, rr / pap.clamp_min(1e-300), at::zeros_like(pap));
-    z = z + bs(alpha) * p;
-    r = r - bs(alpha) * ap;
-    const at::Tensor rr_new = dot(r, r);
-    p = r + bs(at::where(rr > 0, rr_new / rr.clamp_min(1e-300), at::zeros_like(rr))) * p;
-    rr = rr_new;
-  }
-  return x + adjoint(z);
-}
+at::Tensor BlurOperator::project(const at::Tensor& x, const at::Tensor& y) const { return cg_project(x, y, ridge_); }
 at::Tensor BlurOperator::visualise(const at::Tensor& y, at::IntArrayRef) const { return y; }
 
 // ---------------------------------------------------------------------------------------------

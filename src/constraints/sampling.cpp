@@ -44,6 +44,23 @@ const at::Tensor& checked_y(const Measurement& m, const at::Tensor& x, const std
   return m.y;
 }
 
+/// The per-sample residual |y - A x0_hat(x_t)| of the step and its gradient with respect to x_t
+/// through the denoiser (the sampler's graph); the gradient is undefined when x0_hat does not
+/// depend on x_t. Shared by MCG, DPS and DSG.
+struct MeasurementGradient {
+  at::Tensor residual;  // [N], detached
+  at::Tensor grad;      // like x_t, detached, or undefined
+};
+MeasurementGradient measurement_gradient(const Measurement& m, const StepContext& ctx, const at::Tensor& x_next,
+                                         const std::string& who, bool with_grad = true) {
+  check_jacobian_context(ctx, who);
+  const at::Tensor& y = checked_y(m, x_next, who);
+  const at::Tensor res = m.noise.fidelity(y.to(ctx.x0_graph.options()), m.op->forward(ctx.x0_graph));
+  if (!with_grad) return {res.detach(), at::Tensor()};
+  const at::Tensor g = grad_of(res.sum(), ctx.x_t_leaf);
+  return {res.detach(), g.defined() ? g.detach() : g};
+}
+
 }  // namespace
 
 bool StepWindow::contains(int64_t step, int64_t num_steps) const {
@@ -167,14 +184,11 @@ MCGConstraint::MCGConstraint(Measurement m, MCGOptions options) : MeasurementPro
 }
 
 at::Tensor MCGConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next) {
-  check_jacobian_context(ctx, "mcg");
-  const at::Tensor& y = checked_y(m_, x_next, "mcg");
-  const at::Tensor res = m_.noise.fidelity(y.to(ctx.x0_graph.options()), m_.op->forward(ctx.x0_graph));
-  residual_ = res.detach();
-  at::Tensor g = grad_of(res.sum(), ctx.x_t_leaf);
-  if (g.defined()) {
+  const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "mcg");
+  residual_ = mg.residual;
+  if (mg.grad.defined()) {
     torch::NoGradGuard no_grad;
-    g = m_.op->null_space_component(g.detach());
+    const at::Tensor g = m_.op->null_space_component(mg.grad);
     x_next = x_next.detach() - options_.alpha() * g.to(x_next.scalar_type());
   }
   return MeasurementProjection::on_proposal(ctx, x_next);
@@ -187,13 +201,10 @@ DPSConstraint::DPSConstraint(Measurement m, DPSOptions options) : m_(std::move(m
 }
 
 at::Tensor DPSConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next) {
-  check_jacobian_context(ctx, "dps");
-  const at::Tensor& y = checked_y(m_, x_next, "dps");
-  const at::Tensor res = m_.noise.fidelity(y.to(ctx.x0_graph.options()), m_.op->forward(ctx.x0_graph));
-  residual_ = res.detach();
-  const at::Tensor g = grad_of(res.sum(), ctx.x_t_leaf);
-  if (!g.defined()) return x_next;
-  return x_next.detach() - options_.scale() * g.detach().to(x_next.scalar_type());
+  const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "dps");
+  residual_ = mg.residual;
+  if (!mg.grad.defined()) return x_next;
+  return x_next.detach() - options_.scale() * mg.grad.to(x_next.scalar_type());
 }
 
 MPGDConstraint::MPGDConstraint(Measurement m, MPGDOptions options, AutoencoderFunctions ae)
@@ -260,17 +271,13 @@ at::Tensor DSGConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next)
   MD_CHECK_VALUE(ctx.proposal_std > 0 || last,
                  "dsg: the step is deterministic (standard deviation 0 before the last step); use ddim with eta > 0 "
                  "(the reference uses eta = 1) or ddpm");
-  check_jacobian_context(ctx, "dsg");
-  const at::Tensor& y = checked_y(m_, x_next, "dsg");
-  const at::Tensor res = m_.noise.fidelity(y.to(ctx.x0_graph.options()), m_.op->forward(ctx.x0_graph));
-  residual_ = res.detach();
-  if (ctx.proposal_std == 0) return x_next;
-  const at::Tensor g_raw = grad_of(res.sum(), ctx.x_t_leaf);
-  if (!g_raw.defined()) return x_next;
+  const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "dsg", ctx.proposal_std > 0);
+  residual_ = mg.residual;
+  if (!mg.grad.defined()) return x_next;
   torch::NoGradGuard no_grad;
   const at::Tensor mu = ctx.proposal_mean.detach().flatten(1);
   const at::Tensor xs = x_next.detach().flatten(1);
-  const at::Tensor g = g_raw.detach().flatten(1).to(xs.scalar_type());
+  const at::Tensor g = mg.grad.flatten(1).to(xs.scalar_type());
   const double r = std::sqrt(static_cast<double>(xs.size(1))) * ctx.proposal_std;
   const at::Tensor d_star = -r * g / g.norm(2, 1, true).clamp_min(1e-12);
   const at::Tensor d_s = xs - mu;

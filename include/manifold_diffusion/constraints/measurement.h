@@ -60,6 +60,8 @@ class MeasurementOperator {
   double cg_tolerance = 1e-7;
 
  protected:
+  /// x + A^T z with (A A^T + ridge I) z = y - A x solved by conjugate gradients, per sample.
+  at::Tensor cg_project(const at::Tensor& x, const at::Tensor& y, double ridge) const;
   /// Rejects inputs that are not [N, C, H, W] floating point.
   void check_image(const at::Tensor& x, const char* what) const;
 };
