@@ -1,5 +1,6 @@
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/models/blocks.h>
+#include <manifold_diffusion/ops/group_norm.h>
 
 #include <ATen/ATen.h>
 #include <torch/version.h>
@@ -36,6 +37,15 @@ at::Tensor resize_nearest(const at::Tensor& x, at::IntArrayRef size) {
     return x;
   }
   return at::upsample_nearest2d(x, size);
+}
+
+// GroupNorm (+ FiLM scale/shift) (+ SiLU) through the fused op: one kernel without autograd, the
+// ATen composition when gradients are recorded.
+at::Tensor norm_act(torch::nn::GroupNorm& norm, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                    bool silu) {
+  return ops::group_norm_silu(
+      x, norm->weight, norm->bias, scale, shift,
+      ops::GroupNormSiLUOptions(norm->options.num_groups()).eps(norm->options.eps()).silu(silu));
 }
 
 at::Tensor half_size(const at::Tensor& x) {
@@ -133,7 +143,7 @@ at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& emb, at:
     MD_CHECK_VALUE(size.empty(), "ResBlock: size is only taken by an up block, got ", size);
   }
 
-  at::Tensor h = at::silu(norm1_(x));
+  at::Tensor h = norm_act(norm1_, x, {}, {}, /*silu=*/true);
   at::Tensor skip_in = x;
   if (o.up()) {
     h = resize_nearest(h, size);
@@ -143,13 +153,12 @@ at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& emb, at:
     skip_in = half_size(x);
   }
   h = conv1_(h);
-  const at::Tensor e = emb_proj_(at::silu(emb)).unsqueeze(-1).unsqueeze(-1);
+  const at::Tensor e = emb_proj_(at::silu(emb));
   if (o.use_scale_shift_norm()) {
     const auto parts = e.chunk(2, 1);
-    h = norm2_(h) * (1 + parts[0]) + parts[1];
-    h = at::silu(h);
+    h = norm_act(norm2_, h, parts[0], parts[1], /*silu=*/true);
   } else {
-    h = at::silu(norm2_(h + e));
+    h = norm_act(norm2_, h + e.unsqueeze(-1).unsqueeze(-1), {}, {}, /*silu=*/true);
   }
   h = conv2_(dropout_(h));
   return (skip_ ? skip_(skip_in) : skip_in) + h;
@@ -198,12 +207,16 @@ at::Tensor AttentionBlockImpl::forward(const at::Tensor& x) {
   const int64_t c = x.size(1);
   const int64_t positions = x.size(2) * x.size(3);
   const int64_t d = c / heads_;
-  const at::Tensor qkv = qkv_(norm_(x).reshape({n, c, positions}))
-                             .reshape({n, 3, heads_, d, positions})
-                             .permute({1, 0, 2, 4, 3});  // [3, N, heads, positions, d]
+  // Tokens [N, positions, C] (a view when x is channels_last); the 1x1 convolutions run as
+  // matrix products over the tokens, with the Conv1d parameters (checkpoints keep their layout).
+  const at::Tensor tokens = norm_act(norm_, x, {}, {}, /*silu=*/false).flatten(2).transpose(1, 2);
+  const at::Tensor qkv = at::linear(tokens, qkv_->weight.squeeze(-1), qkv_->bias)
+                             .view({n, positions, 3, heads_, d})
+                             .permute({2, 0, 3, 1, 4});  // [3, N, heads, positions, d]
   const at::Tensor a = dot_product_attention(qkv[0], qkv[1], qkv[2], options_.allow_fused());
-  const at::Tensor out = proj_(a.permute({0, 1, 3, 2}).reshape({n, c, positions}));
-  return x + out.reshape(x.sizes());
+  const at::Tensor out = at::linear(a.permute({0, 2, 1, 3}).reshape({n, positions, c}), proj_->weight.squeeze(-1),
+                                    proj_->bias);  // [N, positions, C]
+  return x + out.transpose(1, 2).view(x.sizes());
 }
 
 // ---- Downsample / Upsample --------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/models/unet.h>
+#include <manifold_diffusion/ops/group_norm.h>
 
 #include "models/model_util.h"
 
@@ -115,6 +116,7 @@ std::string UNetOptions::to_json() const {
   j["resblock_updown"] = resblock_updown();
   j["learn_sigma"] = learn_sigma();
   j["zero_init_output"] = zero_init_output();
+  j["channels_last"] = channels_last();
   return j.dump();
 }
 
@@ -166,6 +168,8 @@ UNetOptions UNetOptions::from_json(const std::string& text) {
       o.learn_sigma(json_get<bool>(j, k, what));
     } else if (k == "zero_init_output") {
       o.zero_init_output(json_get<bool>(j, k, what));
+    } else if (k == "channels_last") {
+      o.channels_last(json_get<bool>(j, k, what));
     } else {
       MD_CHECK_VALUE(false, what, ": unknown key '", k, "'");
     }
@@ -305,6 +309,14 @@ void UNetImpl::reset() {
   if (o.zero_init_output()) {
     detail::zero_parameters(output_conv_);
   }
+  if (o.channels_last()) {
+    at::NoGradGuard no_grad;
+    for (auto& p : parameters()) {
+      if (p.dim() == 4) {
+        p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+      }
+    }
+  }
 }
 
 void UNetImpl::pretty_print(std::ostream& stream) const {
@@ -361,7 +373,7 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   const int64_t batch = x.size(0);
   const at::Tensor emb = embed(t, class_labels, augment_labels, batch, x);
 
-  at::Tensor h = input_conv_(x);
+  at::Tensor h = input_conv_(o.channels_last() ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
   std::vector<at::Tensor> skips{h};
   for (size_t i = 0; i < down_steps_.size(); ++i) {
     const auto& m = down_[i];
@@ -408,7 +420,10 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
     }
   }
   MD_INTERNAL_ASSERT(skips.empty());
-  return output_conv_(at::silu(output_norm_(h)));
+  const at::Tensor out = output_conv_(ops::group_norm_silu(
+      h, output_norm_->weight, output_norm_->bias, {}, {},
+      ops::GroupNormSiLUOptions(output_norm_->options.num_groups()).eps(output_norm_->options.eps())));
+  return out.contiguous();
 }
 
 }  // namespace manifold_diffusion

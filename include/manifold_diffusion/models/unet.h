@@ -97,6 +97,12 @@ struct UNetOptions {
   /// The last convolution of every residual block, every attention projection and the output
   /// convolution start at zero, so the untrained network outputs 0.
   TORCH_ARG(bool, zero_init_output) = true;
+  /// Memory layout of the convolution weights and feature maps: channels_last (NHWC) runs the
+  /// convolutions, normalisations and attention without layout conversions (on this library's
+  /// CPU benchmarks several times faster than NCHW; see docs/performance.md); false keeps NCHW.
+  /// Results agree to float rounding; checkpoints do not depend on it. forward() takes and
+  /// returns contiguous NCHW tensors either way.
+  TORCH_ARG(bool, channels_last) = true;
 
  public:
   /// Channels of forward()'s output: out_channels, doubled by learn_sigma.
