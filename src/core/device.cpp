@@ -9,6 +9,10 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>
 
+#ifdef MD_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#endif
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -30,6 +34,14 @@ int cuda_device_count() {
     return 0;
   }
   return static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+}
+
+bool cuda_stream_capturing() {
+#ifdef MD_WITH_CUDA_KERNELS
+  return cuda_available() && c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+#else
+  return false;
+#endif
 }
 
 bool compiled_with_cuda_kernels() {

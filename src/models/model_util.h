@@ -3,6 +3,7 @@
 // zero initialisation, and reading options from JSON. Private to the library.
 
 #include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/device.h>
 
 #include <ATen/ATen.h>
 
@@ -40,7 +41,8 @@ inline at::Tensor class_indices(const at::Tensor& labels, int64_t num_classes, i
                 ": class_labels: expected an integral dtype (int64), got ", labels.scalar_type());
   MD_CHECK_VALUE(labels.dim() == 1 && labels.size(0) == batch, who, ": class_labels: expected shape [", batch,
                  "] (the batch of x), got shape ", shape_string(labels));
-  if (batch > 0) {
+  // (A CUDA graph capture cannot read values back; the eager warm-up calls before it checked them.)
+  if (batch > 0 && !(labels.is_cuda() && cuda_stream_capturing())) {
     const int64_t lo = labels.min().item<int64_t>();
     const int64_t hi = labels.max().item<int64_t>();
     MD_CHECK_INDEX(lo >= -1 && hi <= num_classes, who, ": class_labels: expected values in [-1, ", num_classes,

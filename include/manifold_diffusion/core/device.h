@@ -29,6 +29,15 @@ int cuda_device_count();
 /// True when the library binary contains its CUDA kernels (built with MD_WITH_CUDA).
 bool compiled_with_cuda_kernels();
 
+/// True while the current CUDA stream is capturing a CUDA graph (always false without CUDA
+/// kernels). Checks that read values back to the host are skipped then: a capture cannot wait.
+///
+/// Example:
+/// \code
+///   if (!mdiff::cuda_stream_capturing()) { MD_CHECK_VALUE(t.min().item<double>() >= 0, "..."); }
+/// \endcode
+bool cuda_stream_capturing();
+
 /// cuda:0 when a CUDA device is available, cpu otherwise.
 c10::Device default_device();
 
