@@ -26,13 +26,16 @@
 namespace manifold_diffusion {
 
 /// True when this build of the library calls LibTorch's fused `at::scaled_dot_product_attention`
-/// (LibTorch 2.x); false when every attention uses the plain softmax path.
+/// (LibTorch 2.x); false when the fused path is the library's own row-wise kernel
+/// (mdiff::ops::attention, inference only) and recorded-gradient calls take the plain path.
 bool fused_attention_available();
 
 /// Scaled dot-product attention softmax(q k^T / sqrt(d)) v over the last two dimensions.
-/// q, k, v have shape [..., L, d] (k and v: [..., S, d]). With `allow_fused` and a LibTorch that has
-/// it, the fused `at::scaled_dot_product_attention` runs; otherwise the plain path (the softmax is
-/// taken in float32 for half-precision inputs). Both give the same numbers up to rounding.
+/// q, k, v have shape [..., L, d] (k and v: [..., S, d]). With `allow_fused`, LibTorch 2.x runs
+/// `at::scaled_dot_product_attention` and LibTorch 1.x the library's row-wise kernel
+/// (mdiff::ops::attention: no score tensor in memory; the plain path when recording gradients);
+/// otherwise the plain path (the softmax is taken in float32 for half-precision inputs). All give
+/// the same numbers up to rounding.
 ///
 /// Example:
 /// \code
@@ -122,7 +125,8 @@ struct AttentionBlockOptions {
   TORCH_ARG(int64_t, norm_groups) = 32;
   /// Start the output projection at zero, so the block is the identity at init.
   TORCH_ARG(bool, zero_init) = true;
-  /// Use LibTorch's fused attention where the build has it (fused_attention_available()).
+  /// Use a fused attention: LibTorch's where the build has it (fused_attention_available()),
+  /// the library's row-wise kernel otherwise.
   TORCH_ARG(bool, allow_fused) = true;
 };
 

@@ -1,4 +1,5 @@
 #include "ops/group_norm_kernels.h"
+#include "ops/cpu/vec_math.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -9,41 +10,12 @@
 #include <cstring>
 #include <vector>
 
-// The float32 loops are written so that the compiler vectorises them (independent accumulator
-// lanes, no reductions that need reassociation) and are compiled for several instruction sets,
-// picked at load time, where the compiler supports it.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define MD_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define MD_VECTOR_CLONES
-#endif
-
 namespace manifold_diffusion {
 namespace ops {
 namespace detail {
 namespace {
 
 constexpr int64_t kLanes = 16;
-
-// exp(x) for float32 within 2 ulp on [-87, 88] (Cody-Waite reduction, degree-6 polynomial),
-// branch-free so that loops calling it vectorise. NaN propagates.
-inline float exp_poly(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
 
 inline float silu_f(float z) {
   return z / (1.0f + exp_poly(-z));
