@@ -19,10 +19,10 @@ constexpr int64_t kLanes = 16;
 constexpr int64_t kRowsPerTask = 64;
 
 // One block of query rows against one head: scores against kT [d, S], max-subtracted softmax,
-// weighted sum of v [S, e]. `s` is scratch of S floats, `acc` of e floats.
+// weights times vT [e, S] (every inner loop runs along the S positions). `s`: scratch of S floats.
 MD_VECTOR_CLONES
-void attention_rows_f32(const float* q, const float* kT, const float* v, float* out, int64_t rows, int64_t d,
-                        int64_t S, int64_t e, float scale, float* s, float* acc) {
+void attention_rows_f32(const float* q, const float* kT, const float* vT, float* out, int64_t rows, int64_t d,
+                        int64_t S, int64_t e, float scale, float* s) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* qr = q + r * d;
     for (int64_t j = 0; j < S; ++j) {
@@ -68,20 +68,24 @@ void attention_rows_f32(const float* q, const float* kT, const float* v, float* 
     for (int64_t l = 0; l < kLanes; ++l) {
       total += lane_sum[l];
     }
-    for (int64_t c = 0; c < e; ++c) {
-      acc[c] = 0.0f;
-    }
-    for (j = 0; j < S; ++j) {
-      const float p = s[j];
-      const float* vj = v + j * e;
-      for (int64_t c = 0; c < e; ++c) {
-        acc[c] += p * vj[c];
-      }
-    }
     const float inv = 1.0f / total;
     float* o = out + r * e;
     for (int64_t c = 0; c < e; ++c) {
-      o[c] = acc[c] * inv;
+      const float* vc = vT + c * S;
+      float lanes[kLanes] = {};
+      for (j = 0; j + kLanes <= S; j += kLanes) {
+        for (int64_t l = 0; l < kLanes; ++l) {
+          lanes[l] += s[j + l] * vc[j + l];
+        }
+      }
+      float dot = 0.0f;
+      for (; j < S; ++j) {
+        dot += s[j] * vc[j];
+      }
+      for (int64_t l = 0; l < kLanes; ++l) {
+        dot += lanes[l];
+      }
+      o[c] = dot * inv;
     }
   }
 }
@@ -126,7 +130,7 @@ void run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
     const scalar_t* vp = v.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> kT, s, acc;
+      std::vector<float> kT, vT, s;
       int64_t transposed_for = -1;
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / blocks;
@@ -141,12 +145,18 @@ void run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
                 kT[c * S + j] = kb[j * d + c];
               }
             }
+            vT.resize(static_cast<size_t>(e * S));
+            const float* vb = vp + b * S * e;
+            for (int64_t j = 0; j < S; ++j) {
+              for (int64_t c = 0; c < e; ++c) {
+                vT[c * S + j] = vb[j * e + c];
+              }
+            }
             transposed_for = b;
             s.resize(static_cast<size_t>(S));
-            acc.resize(static_cast<size_t>(e));
           }
-          attention_rows_f32(qp + (b * L + r0) * d, kT.data(), vp + b * S * e, op + (b * L + r0) * e, rows, d, S, e,
-                             static_cast<float>(scale), s.data(), acc.data());
+          attention_rows_f32(qp + (b * L + r0) * d, kT.data(), vT.data(), op + (b * L + r0) * e, rows, d, S, e,
+                             static_cast<float>(scale), s.data());
         } else {
           attention_rows_generic<scalar_t>(qp + (b * L + r0) * d, kp + b * S * d, vp + b * S * e,
                                            op + (b * L + r0) * e, rows, d, S, e, scale);
