@@ -164,7 +164,8 @@ at::Tensor ResBlockImpl::forward(const at::Tensor& x, const at::Tensor& emb, at:
     h = norm_act(norm2_, h + e.unsqueeze(-1).unsqueeze(-1), {}, {}, /*silu=*/true);
   }
   h = conv2_(dropout_(h));
-  return (skip_ ? skip_(skip_in) : skip_in) + h;
+  // In place on the convolution's fresh output (its backward does not need it): no extra buffer.
+  return h.add_(skip_ ? skip_(skip_in) : skip_in);
 }
 
 // ---- AttentionBlock ---------------------------------------------------------------------------
@@ -217,6 +218,7 @@ at::Tensor AttentionBlockImpl::forward(const at::Tensor& x) {
                              .view({n, positions, 3, heads_, d})
                              .permute({2, 0, 3, 1, 4});  // [3, N, heads, positions, d]
   const at::Tensor a = dot_product_attention(qkv[0], qkv[1], qkv[2], options_.allow_fused());
+  // (The row-wise kernel returns a view of [N, positions, heads, d] memory: this reshape is free.)
   const at::Tensor out = at::linear(a.permute({0, 2, 1, 3}).reshape({n, positions, c}), proj_->weight.squeeze(-1),
                                     proj_->bias);  // [N, positions, C]
   return x + out.transpose(1, 2).view(x.sizes());

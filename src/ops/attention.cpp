@@ -6,7 +6,6 @@
 #include "ops/attention_kernels.h"
 
 #include <ATen/ATen.h>
-#include <c10/util/accumulate.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -68,16 +67,29 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #endif
   }
   MD_CHECK_VALUE(q.device().is_cpu(), "attention: unsupported device ", q.device());
-  const int64_t L = q.size(-2), d = q.size(-1), S = k.size(-2), e = v.size(-1);
-  const int64_t batch = c10::multiply_integers(q.sizes().slice(0, q.dim() - 2));
-  const at::Tensor qf = q.reshape({batch, L, d}).contiguous();
-  const at::Tensor kf = k.reshape({batch, S, d}).contiguous();
-  const at::Tensor vf = v.reshape({batch, S, e}).contiguous();
-  at::Tensor out = at::empty({batch, L, e}, q.options());
-  detail::attention_cpu(qf, kf, vf, 1.0 / std::sqrt(static_cast<double>(d)), out);
+  const int64_t L = q.size(-2), d = q.size(-1), e = v.size(-1);
+  // Views [B1, B2, rows, width]: one or two leading dimensions keep their strides (the heads of an
+  // attention block are a strided view of its qkv projection); more are flattened.
+  const int64_t lead = q.dim() - 2;
+  auto as4 = [&](const at::Tensor& t) {
+    at::Tensor r = t;
+    if (lead == 0) {
+      r = r.unsqueeze(0).unsqueeze(0);
+    } else if (lead == 1) {
+      r = r.unsqueeze(1);
+    } else if (lead > 2) {
+      r = r.reshape({-1, t.size(lead - 1), t.size(-2), t.size(-1)});
+    }
+    return r.stride(-1) == 1 ? r : r.contiguous();
+  };
+  const at::Tensor q4 = as4(q), k4 = as4(k), v4 = as4(v);
+  // The output is laid out [B1, L, B2, e] (for an attention block: tokens with the heads side by
+  // side, ready for the output projection) and returned as a [B1, B2, L, e] view.
+  at::Tensor out = at::empty({q4.size(0), L, q4.size(1), e}, q.options()).permute({0, 2, 1, 3});
+  detail::attention_cpu(q4, k4, v4, 1.0 / std::sqrt(static_cast<double>(d)), out);
   std::vector<int64_t> shape(q.sizes().begin(), q.sizes().end());
   shape.back() = e;
-  return out.view(shape);
+  return lead == 2 ? out : out.reshape(shape);
 }
 
 }  // namespace ops

@@ -1,7 +1,9 @@
 #pragma once
 
 // Private declaration of the CPU attention kernel behind mdiff::ops::attention. Inputs arrive
-// validated and contiguous: q [B, L, d], k [B, S, d], v [B, S, e], out [B, L, e], one dtype.
+// validated as 4-D [B1, B2, rows, width] tensors of one dtype with unit stride in the last
+// dimension (any strides in the others): q [B1, B2, L, d], k [B1, B2, S, d], v [B1, B2, S, e],
+// out [B1, B2, L, e].
 
 #include <ATen/core/Tensor.h>
 

@@ -18,13 +18,18 @@ namespace {
 constexpr int64_t kLanes = 16;
 constexpr int64_t kRowsPerTask = 64;
 
+// Element strides of the two batch dimensions and of a row, per tensor.
+struct AttentionLayout {
+  int64_t q[3], k[3], v[3], out[3];
+};
+
 // One block of query rows against one head: scores against kT [d, S], max-subtracted softmax,
 // weights times vT [e, S] (every inner loop runs along the S positions). `s`: scratch of S floats.
 MD_VECTOR_CLONES
-void attention_rows_f32(const float* q, const float* kT, const float* vT, float* out, int64_t rows, int64_t d,
-                        int64_t S, int64_t e, float scale, float* s) {
+void attention_rows_f32(const float* q, int64_t q_row_stride, const float* kT, const float* vT, float* out,
+                        int64_t out_row_stride, int64_t rows, int64_t d, int64_t S, int64_t e, float scale, float* s) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* qr = q + r * d;
+    const float* qr = q + r * q_row_stride;
     for (int64_t j = 0; j < S; ++j) {
       s[j] = 0.0f;
     }
@@ -69,7 +74,7 @@ void attention_rows_f32(const float* q, const float* kT, const float* vT, float*
       total += lane_sum[l];
     }
     const float inv = 1.0f / total;
-    float* o = out + r * e;
+    float* o = out + r * out_row_stride;
     for (int64_t c = 0; c < e; ++c) {
       const float* vc = vT + c * S;
       float lanes[kLanes] = {};
@@ -91,16 +96,17 @@ void attention_rows_f32(const float* q, const float* kT, const float* vT, float*
 }
 
 template <typename scalar_t>
-void attention_rows_generic(const scalar_t* q, const scalar_t* k, const scalar_t* v, scalar_t* out, int64_t rows,
-                            int64_t d, int64_t S, int64_t e, double scale) {
+void attention_rows_generic(const scalar_t* q, const scalar_t* k, const scalar_t* v, scalar_t* out,
+                            const AttentionLayout& lay, int64_t rows, int64_t d, int64_t S, int64_t e, double scale) {
   using acc_t = at::opmath_type<scalar_t>;
   std::vector<acc_t> s(static_cast<size_t>(S)), acc(static_cast<size_t>(e));
   for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* qr = q + r * lay.q[2];
     acc_t m = -std::numeric_limits<acc_t>::infinity();
     for (int64_t j = 0; j < S; ++j) {
       acc_t dot = 0;
       for (int64_t c = 0; c < d; ++c) {
-        dot += static_cast<acc_t>(q[r * d + c]) * static_cast<acc_t>(k[j * d + c]);
+        dot += static_cast<acc_t>(qr[c]) * static_cast<acc_t>(k[j * lay.k[2] + c]);
       }
       s[j] = dot * static_cast<acc_t>(scale);
       m = std::max(m, s[j]);
@@ -113,72 +119,77 @@ void attention_rows_generic(const scalar_t* q, const scalar_t* k, const scalar_t
     std::fill(acc.begin(), acc.end(), acc_t(0));
     for (int64_t j = 0; j < S; ++j) {
       for (int64_t c = 0; c < e; ++c) {
-        acc[c] += s[j] * static_cast<acc_t>(v[j * e + c]);
+        acc[c] += s[j] * static_cast<acc_t>(v[j * lay.v[2] + c]);
       }
     }
     for (int64_t c = 0; c < e; ++c) {
-      out[r * e + c] = static_cast<scalar_t>(acc[c] / total);
+      out[r * lay.out[2] + c] = static_cast<scalar_t>(acc[c] / total);
     }
   }
 }
 
 template <typename scalar_t>
 void run_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, at::Tensor& out,
-                   int64_t B, int64_t L, int64_t d, int64_t S, int64_t e, int64_t blocks) {
-    const scalar_t* qp = q.data_ptr<scalar_t>();
-    const scalar_t* kp = k.data_ptr<scalar_t>();
-    const scalar_t* vp = v.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> kT, vT, s;
-      int64_t transposed_for = -1;
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t b = task / blocks;
-        const int64_t r0 = (task % blocks) * kRowsPerTask;
-        const int64_t rows = std::min(kRowsPerTask, L - r0);
-        if constexpr (std::is_same<scalar_t, float>::value) {
-          if (transposed_for != b) {
-            kT.resize(static_cast<size_t>(d * S));
-            const float* kb = kp + b * S * d;
-            for (int64_t j = 0; j < S; ++j) {
-              for (int64_t c = 0; c < d; ++c) {
-                kT[c * S + j] = kb[j * d + c];
-              }
+                   const AttentionLayout& lay, int64_t B1, int64_t B2, int64_t L, int64_t d, int64_t S, int64_t e) {
+  const int64_t blocks = (L + kRowsPerTask - 1) / kRowsPerTask;
+  const scalar_t* qp = q.data_ptr<scalar_t>();
+  const scalar_t* kp = k.data_ptr<scalar_t>();
+  const scalar_t* vp = v.data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  at::parallel_for(0, B1 * B2 * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kT, vT, s;
+    int64_t transposed_for = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / blocks;
+      const int64_t b1 = b / B2;
+      const int64_t b2 = b % B2;
+      const int64_t r0 = (task % blocks) * kRowsPerTask;
+      const int64_t rows = std::min(kRowsPerTask, L - r0);
+      const scalar_t* qb = qp + b1 * lay.q[0] + b2 * lay.q[1] + r0 * lay.q[2];
+      const scalar_t* kb = kp + b1 * lay.k[0] + b2 * lay.k[1];
+      const scalar_t* vb = vp + b1 * lay.v[0] + b2 * lay.v[1];
+      scalar_t* ob = op + b1 * lay.out[0] + b2 * lay.out[1] + r0 * lay.out[2];
+      if constexpr (std::is_same<scalar_t, float>::value) {
+        if (transposed_for != b) {
+          kT.resize(static_cast<size_t>(d * S));
+          vT.resize(static_cast<size_t>(e * S));
+          for (int64_t j = 0; j < S; ++j) {
+            for (int64_t c = 0; c < d; ++c) {
+              kT[c * S + j] = kb[j * lay.k[2] + c];
             }
-            vT.resize(static_cast<size_t>(e * S));
-            const float* vb = vp + b * S * e;
-            for (int64_t j = 0; j < S; ++j) {
-              for (int64_t c = 0; c < e; ++c) {
-                vT[c * S + j] = vb[j * e + c];
-              }
+            for (int64_t c = 0; c < e; ++c) {
+              vT[c * S + j] = vb[j * lay.v[2] + c];
             }
-            transposed_for = b;
-            s.resize(static_cast<size_t>(S));
           }
-          attention_rows_f32(qp + (b * L + r0) * d, kT.data(), vT.data(), op + (b * L + r0) * e, rows, d, S, e,
-                             static_cast<float>(scale), s.data());
-        } else {
-          attention_rows_generic<scalar_t>(qp + (b * L + r0) * d, kp + b * S * d, vp + b * S * e,
-                                           op + (b * L + r0) * e, rows, d, S, e, scale);
+          transposed_for = b;
+          s.resize(static_cast<size_t>(S));
         }
+        attention_rows_f32(qb, lay.q[2], kT.data(), vT.data(), ob, lay.out[2], rows, d, S, e,
+                           static_cast<float>(scale), s.data());
+      } else {
+        attention_rows_generic<scalar_t>(qb, kb, vb, ob, lay, rows, d, S, e, scale);
       }
-    });
+    }
+  });
 }
 
 }  // namespace
 
 void attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, at::Tensor& out) {
-  const int64_t B = q.size(0);
-  const int64_t L = q.size(1);
-  const int64_t d = q.size(2);
-  const int64_t S = k.size(1);
-  const int64_t e = v.size(2);
-  if (B == 0 || L == 0 || e == 0) {
+  // [B1, B2, rows, width] views with unit stride in the last dimension; any strides elsewhere.
+  const int64_t B1 = q.size(0), B2 = q.size(1), L = q.size(2), d = q.size(3), S = k.size(2), e = v.size(3);
+  if (B1 * B2 == 0 || L == 0 || e == 0) {
     return;
   }
-  const int64_t blocks = (L + kRowsPerTask - 1) / kRowsPerTask;
+  AttentionLayout lay;
+  for (int i = 0; i < 3; ++i) {
+    lay.q[i] = q.stride(i);
+    lay.k[i] = k.stride(i);
+    lay.v[i] = v.stride(i);
+    lay.out[i] = out.stride(i);
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "attention_cpu",
-                                  [&] { run_attention<scalar_t>(q, k, v, scale, out, B, L, d, S, e, blocks); });
+                                  [&] { run_attention<scalar_t>(q, k, v, scale, out, lay, B1, B2, L, d, S, e); });
 }
 
 }  // namespace detail
