@@ -309,12 +309,18 @@ void UNetImpl::reset() {
   if (o.zero_init_output()) {
     detail::zero_parameters(output_conv_);
   }
-  if (o.channels_last()) {
-    at::NoGradGuard no_grad;
-    for (auto& p : parameters()) {
-      if (p.dim() == 4) {
-        p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-      }
+}
+
+void UNetImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!options_.channels_last()) {
+    return;
+  }
+  const at::MemoryFormat format = on ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+  at::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4 && !p.is_contiguous(format)) {
+      p.set_data(p.data().contiguous(format));
     }
   }
 }
@@ -373,7 +379,9 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   const int64_t batch = x.size(0);
   const at::Tensor emb = embed(t, class_labels, augment_labels, batch, x);
 
-  at::Tensor h = input_conv_(o.channels_last() ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+  // NHWC activations with the NHWC weights of evaluation mode (see train()).
+  const bool nhwc = o.channels_last() && !is_training();
+  at::Tensor h = input_conv_(nhwc ? x.contiguous(at::MemoryFormat::ChannelsLast) : x.contiguous());
   std::vector<at::Tensor> skips{h};
   for (size_t i = 0; i < down_steps_.size(); ++i) {
     const auto& m = down_[i];

@@ -230,32 +230,44 @@ TEST_F(UNet, ChannelsLastMatchesNCHWInForwardAndGradients) {
     ASSERT_EQ(pa.size(), pb.size());
     for (size_t i = 0; i < pa.size(); ++i) pb[i].copy_(pa[i]);
   }
-  for (const auto& p : a->parameters()) {
-    if (p.dim() == 4) {
-      EXPECT_TRUE(p.is_contiguous(at::MemoryFormat::ChannelsLast));
+  auto layouts_are = [&](at::MemoryFormat format) {
+    for (const auto& p : a->parameters()) {
+      if (p.dim() == 4 && !p.is_contiguous(format)) return false;
     }
-  }
+    return true;
+  };
+  const at::Tensor weight_before = a->parameters()[0];
+  EXPECT_TRUE(layouts_are(at::MemoryFormat::Contiguous)) << "training mode runs NCHW";
   const at::Tensor x = at::randn({3, 1, 8, 8});
   const at::Tensor t = at::tensor({1, 50, 900}, at::kLong);
-  const at::Tensor ya = a->forward(x, t);
-  const at::Tensor yb = b->forward(x, t);
-  EXPECT_TRUE(ya.is_contiguous());
-  EXPECT_TRUE(at::allclose(ya, yb, 1e-4, 1e-5)) << (ya - yb).abs().max();
-  ya.square().sum().backward();
-  yb.square().sum().backward();
-  auto pa = a->parameters();
-  auto pb = b->parameters();
-  for (size_t i = 0; i < pa.size(); ++i) {
-    ASSERT_TRUE(pa[i].grad().defined()) << i;
-    EXPECT_TRUE(at::allclose(pa[i].grad(), pb[i].grad(), 1e-3, 1e-4)) << i << " " << (pa[i].grad() - pb[i].grad()).abs().max();
+  for (bool eval : {false, true}) {
+    a->train(!eval);
+    b->train(!eval);
+    EXPECT_TRUE(layouts_are(eval ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous)) << eval;
+    EXPECT_TRUE(a->parameters()[0].is_same(weight_before)) << "parameters keep their identity";
+    a->zero_grad();
+    b->zero_grad();
+    const at::Tensor ya = a->forward(x, t);
+    const at::Tensor yb = b->forward(x, t);
+    EXPECT_TRUE(ya.is_contiguous());
+    EXPECT_TRUE(at::allclose(ya, yb, 1e-4, 1e-5)) << eval << " " << (ya - yb).abs().max();
+    ya.square().sum().backward();
+    yb.square().sum().backward();
+    auto pa = a->parameters();
+    auto pb = b->parameters();
+    for (size_t i = 0; i < pa.size(); ++i) {
+      ASSERT_TRUE(pa[i].grad().defined()) << i;
+      EXPECT_TRUE(at::allclose(pa[i].grad(), pb[i].grad(), 1e-3, 1e-4))
+          << eval << " " << i << " " << (pa[i].grad() - pb[i].grad()).abs().max();
+    }
+    // Inference (the fused kernels) agrees with the recorded-gradient path.
+    at::Tensor yi;
+    {
+      c10::InferenceMode guard;
+      yi = a->forward(x, t);
+    }
+    EXPECT_TRUE(at::allclose(yi, ya.detach(), 1e-4, 1e-5)) << eval << " " << (yi - ya.detach()).abs().max();
   }
-  // Inference (the fused normalisation kernels) agrees with the recorded-gradient path.
-  at::Tensor yi;
-  {
-    c10::InferenceMode guard;
-    yi = a->forward(x, t);
-  }
-  EXPECT_TRUE(at::allclose(yi, ya.detach(), 1e-4, 1e-5)) << (yi - ya.detach()).abs().max();
 }
 
 TEST_F(UNet, OverfitsTinyBatch) {

@@ -97,9 +97,9 @@ struct UNetOptions {
   /// The last convolution of every residual block, every attention projection and the output
   /// convolution start at zero, so the untrained network outputs 0.
   TORCH_ARG(bool, zero_init_output) = true;
-  /// Memory layout of the convolution weights and feature maps: channels_last (NHWC) runs the
-  /// convolutions, normalisations and attention without layout conversions (on this library's
-  /// CPU benchmarks several times faster than NCHW; see docs/performance.md); false keeps NCHW.
+  /// Memory layout in evaluation mode: channels_last (NHWC) convolution weights and feature maps
+  /// (the convolutions, fused normalisations and attention run without layout conversions;
+  /// measured in docs/performance.md); training mode always runs NCHW. false: NCHW throughout.
   /// Results agree to float rounding; checkpoints do not depend on it. forward() takes and
   /// returns contiguous NCHW tensors either way.
   TORCH_ARG(bool, channels_last) = true;
@@ -142,6 +142,10 @@ class UNetImpl : public torch::nn::Cloneable<UNetImpl> {
   explicit UNetImpl(UNetOptions options);
 
   void reset() override;
+  /// Switches training / evaluation mode; with UNetOptions::channels_last, also the layout of the
+  /// convolution weights: NHWC in evaluation mode (inference runs NHWC), NCHW in training mode
+  /// (LibTorch's normalisation backward is faster there). Values and parameter identities are kept.
+  void train(bool on = true) override;
   /// Shows every option.
   void pretty_print(std::ostream& stream) const override;
 
