@@ -110,11 +110,13 @@ ModelFunction cuda_graph_model(ModelFunction model, CudaGraphOptions options) {
   auto state = std::make_shared<GraphState>();
   state->model = std::move(model);
   state->options = options;
-  return [state](const at::Tensor& x, const at::Tensor& t, const at::Tensor& cond) -> at::Tensor {
-    if (!state->options.enabled() || !x.defined() || !x.is_cuda() || records_gradients(x, t, cond) ||
-        (t.defined() && !t.is_cuda()) || (cond.defined() && !cond.is_cuda())) {
-      return state->model(x, t, cond);
+  return [state](const at::Tensor& x, const at::Tensor& t_in, const at::Tensor& cond_in) -> at::Tensor {
+    if (!state->options.enabled() || !x.defined() || !x.is_cuda() || records_gradients(x, t_in, cond_in)) {
+      return state->model(x, t_in, cond_in);
     }
+    // Timesteps or labels given on the host join x's device (the graph reads device buffers).
+    const at::Tensor t = t_in.defined() ? t_in.to(x.device()) : t_in;
+    const at::Tensor cond = cond_in.defined() ? cond_in.to(x.device()) : cond_in;
     const std::string key = signature(x, t, cond);
     std::lock_guard<std::mutex> lock(state->mutex);
     auto it = state->graphs.find(key);
