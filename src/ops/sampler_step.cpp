@@ -249,11 +249,10 @@ SamplerStepOutput run(const Request& q) {
   const at::Tensor xl = batch_major_dense(x) ? x : x.contiguous();
   SamplerStepTensors t;
   t.x = xl;
-  const at::Tensor& first_in = q.phase == StepPhase::Combine ? q.x0 : q.cond;
   if (q.phase == StepPhase::Combine) {
     t.x0 = in_layout_of(q.x0, xl);
   } else {
-    t.cond = in_layout_of(first_in, xl);
+    t.cond = in_layout_of(q.cond, xl);
     t.uncond = in_layout_of(q.uncond, xl);
     t.x0 = at::empty_like(xl);
   }

@@ -164,10 +164,11 @@ class Denoiser {
   DenoiserOutput predict_at(const at::Tensor& x_t, const at::Tensor& t_model, const at::Tensor& alpha_bar,
                             const at::Tensor& cond = {}, const at::Tensor& uncond = {}, double guidance_scale = 1.0,
                             double guidance_rescale = 0.0) const;
-  /// The network's raw output at one noise level for the whole batch (timestep `t` as the network
-  /// sees it, before model_time(), and noise level `alpha_bar`), with the coefficients that turn it
-  /// into x0; same network call, conditioning and guidance as predict_at() with constant t and
-  /// alpha_bar, so ops::predict_x0 on the result equals predict_at(...).x0 up to rounding.
+  /// The network's raw output for the whole batch at the (fractional) timestep `t` (mapped by
+  /// model_time() as in predict_at) and noise level `alpha_bar`, with the coefficients that turn it
+  /// into x0: the same network call, conditioning and guidance as predict_at() with constant t and
+  /// alpha_bar, so ops::predict_x0 on the result equals predict_at(...).x0 up to rounding. Used by
+  /// the samplers' fused steps (ops::sampler_step).
   RawPrediction predict_raw(const at::Tensor& x_t, double t, double alpha_bar, const at::Tensor& cond = {},
                             const at::Tensor& uncond = {}, double guidance_scale = 1.0,
                             double guidance_rescale = 0.0) const;
