@@ -21,6 +21,7 @@
 #endif
 
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -612,8 +613,9 @@ TEST(SamplerStep, MatchesCpuReference_CUDA) {
   const c10::Device dev(c10::kCUDA, 0);
   const auto coef = test_coefficients();
   for (auto dt : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16}) {
-    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{16, 3, 32, 32}, std::vector<int64_t>{4096, 2},
-                                              std::vector<int64_t>{1, 7}, std::vector<int64_t>{0, 5}}) {
+    for (const std::vector<int64_t>& shape :
+         {std::vector<int64_t>{16, 3, 32, 32}, std::vector<int64_t>{4096, 2}, std::vector<int64_t>{3, 5, 7},
+          std::vector<int64_t>{1, 7}, std::vector<int64_t>{0, 5}}) {
       for (int optional : {0, 7}) {
         const Inputs cpu = make_inputs(shape, dt, optional);
         Inputs gpu = cpu;
@@ -637,6 +639,21 @@ TEST(SamplerStep, MatchesCpuReference_CUDA) {
         }
       }
     }
+  }
+  // Inputs that start one element into their storage: no 16-byte accesses, same results.
+  {
+    const Inputs cpu = make_inputs({4, 33}, at::kFloat, 7);
+    Inputs gpu = cpu;
+    for (at::Tensor* t : {&gpu.x, &gpu.cond, &gpu.uncond, &gpu.x0_prev, &gpu.noise}) {
+      at::Tensor storage = at::empty({t->numel() + 1}, t->options().device(dev));
+      storage.slice(0, 1).copy_(t->reshape({-1}));
+      *t = storage.slice(0, 1).view(t->sizes());
+    }
+    ASSERT_NE(reinterpret_cast<uintptr_t>(gpu.x.data_ptr()) % 16, 0u);
+    const auto ref = run(cpu, coef, X0Clip::Static, OpBackend::Reference);
+    const auto fast = run(gpu, coef, X0Clip::Static, OpBackend::Native);
+    EXPECT_TRUE(close(fast.x_next, ref.x_next, 1e-5));
+    EXPECT_TRUE(close(fast.x0, ref.x0, 1e-5));
   }
   // channels_last on the device.
   Inputs cl = make_inputs({2, 3, 8, 8}, at::kFloat, 7);
