@@ -118,9 +118,10 @@ DenoiserOutput Denoiser::convert(const at::Tensor& x_t, const at::Tensor& pred, 
   return out;
 }
 
-DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_model, const at::Tensor& alpha_bar,
-                                    const at::Tensor& cond, const at::Tensor& uncond, double guidance_scale,
-                                    double guidance_rescale) const {
+RawPrediction Denoiser::network_outputs(const at::Tensor& x_t, const at::Tensor& t_model,
+                                        const at::Tensor& alpha_bar, const at::Tensor& cond,
+                                        const at::Tensor& uncond, double guidance_scale, double guidance_rescale,
+                                        bool combine_guidance) const {
   check_floating(x_t, "x_t");
   MD_CHECK_VALUE(x_t.dim() >= 2, "x_t: expected a batch of samples [N, ...], got shape ", shape_string(x_t));
   const int64_t n = x_t.size(0);
@@ -141,7 +142,8 @@ DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_m
     x_in = x_t / ab.sqrt() / (sv2 + options_.sigma_data() * options_.sigma_data()).sqrt();
   }
   const bool guided = uncond.defined() && guidance_scale != 1.0;
-  at::Tensor raw;
+  const int64_t ch = x_t.size(1);
+  RawPrediction out;
   if (guided) {
     MD_CHECK_VALUE(cond.defined(), "classifier-free guidance needs a conditional input, got only the unconditional one");
     MD_CHECK_VALUE(cond.sizes() == uncond.sizes(), "cond and uncond must have the same shape, got ", shape_string(cond),
@@ -150,12 +152,16 @@ DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_m
     auto halves = both.chunk(2, 0);
     at::Tensor c = halves[0];
     at::Tensor u = halves[1];
-    at::Tensor var_c;
-    const int64_t ch = x_t.size(1);
     if (options_.learned_variance()) {
-      var_c = c.narrow(1, ch, ch);
+      out.var_values = c.narrow(1, ch, ch);
       c = c.narrow(1, 0, ch);
       u = u.narrow(1, 0, ch);
+    }
+    if (!combine_guidance && guidance_rescale <= 0) {
+      out.cond = c;
+      out.uncond = u;
+      out.guidance_scale = guidance_scale;
+      return out;
     }
     at::Tensor g = u + guidance_scale * (c - u);
     if (guidance_rescale > 0) {
@@ -164,19 +170,60 @@ DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_m
                                g.std(dims, /*unbiased=*/true, /*keepdim=*/true).clamp_min(1e-12);
       g = guidance_rescale * (g * ratio) + (1 - guidance_rescale) * g;
     }
-    raw = options_.learned_variance() ? at::cat({g, var_c}, 1) : g;
+    out.cond = g;
   } else {
-    raw = call_model(x_in, t_in, cond);
+    const at::Tensor raw = call_model(x_in, t_in, cond);
+    if (options_.learned_variance()) {
+      out.cond = raw.narrow(1, 0, ch);
+      out.var_values = raw.narrow(1, ch, ch);
+    } else {
+      out.cond = raw;
+    }
   }
-  at::Tensor pred = raw;
-  at::Tensor var_values;
-  if (options_.learned_variance()) {
-    const int64_t ch = x_t.size(1);
-    pred = raw.narrow(1, 0, ch);
-    var_values = raw.narrow(1, ch, ch);
+  return out;
+}
+
+DenoiserOutput Denoiser::predict_at(const at::Tensor& x_t, const at::Tensor& t_model, const at::Tensor& alpha_bar,
+                                    const at::Tensor& cond, const at::Tensor& uncond, double guidance_scale,
+                                    double guidance_rescale) const {
+  const RawPrediction raw =
+      network_outputs(x_t, t_model, alpha_bar, cond, uncond, guidance_scale, guidance_rescale, true);
+  DenoiserOutput out = convert(x_t, raw.cond, alpha_bar);
+  out.var_values = raw.var_values;
+  return out;
+}
+
+RawPrediction Denoiser::predict_raw(const at::Tensor& x_t, double t, double alpha_bar, const at::Tensor& cond,
+                                    const at::Tensor& uncond, double guidance_scale, double guidance_rescale) const {
+  check_defined(x_t, "x_t");
+  MD_CHECK_VALUE(x_t.dim() >= 2, "x_t: expected a batch of samples [N, ...], got shape ", shape_string(x_t));
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  const int64_t n = x_t.size(0);
+  RawPrediction out = network_outputs(x_t, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), cond, uncond,
+                                      guidance_scale, guidance_rescale, false);
+  const double a = std::sqrt(alpha_bar);
+  const double s = std::sqrt(1 - alpha_bar);
+  switch (options_.prediction()) {
+    case PredictionType::Epsilon:
+      out.c_x = 1 / a;
+      out.c_out = -s / a;
+      break;
+    case PredictionType::Sample:
+      out.c_x = 0;
+      out.c_out = 1;
+      break;
+    case PredictionType::VPrediction:
+      out.c_x = a;
+      out.c_out = -s;
+      break;
+    case PredictionType::EDM: {
+      const double sd = options_.sigma_data();
+      const double sv = s / a;
+      out.c_x = sd * sd / (sv * sv + sd * sd) / a;
+      out.c_out = sv * sd / std::sqrt(sv * sv + sd * sd);
+      break;
+    }
   }
-  DenoiserOutput out = convert(x_t, pred, alpha_bar);
-  out.var_values = var_values;
   return out;
 }
 

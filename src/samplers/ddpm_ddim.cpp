@@ -1,4 +1,5 @@
 #include "samplers/common.h"
+#include "samplers/linear_update.h"
 
 #include <manifold_diffusion/samplers/ddim.h>
 #include <manifold_diffusion/samplers/ddpm.h>
@@ -27,41 +28,49 @@ void DDPMSampler::init(const Denoiser& denoiser, SamplerState& state) const {
 
 void DDPMSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const detail::VPStep s = detail::vp_step(denoiser.schedule(), state);
+  // Posterior q(x_next | x_t, x0) of the (respaced) step: mean c1 x0 + c2 x_t; the last step
+  // returns x0 itself.
+  const double beta = 1 - s.ab / s.ab_next;
+  const double post_var = beta * (1 - s.ab_next) / (1 - s.ab);
+  double noise_std = -1;
+  if (!s.last) {
+    noise_std = options_.variance() == DDPMVariance::FixedSmall   ? std::sqrt(post_var)
+                : options_.variance() == DDPMVariance::FixedLarge ? std::sqrt(beta)
+                                                                  : -1;  // learned: per element
+  }
+  const detail::UpdateRule rule = [&](const at::Tensor& var_values) {
+    detail::LinearUpdate u;
+    if (s.last) {
+      return u;  // x_next = x0
+    }
+    u.k_x0 = std::sqrt(s.ab_next) * beta / (1 - s.ab);
+    u.k_x = std::sqrt(1 - beta) * (1 - s.ab_next) / (1 - s.ab);
+    const at::Tensor z = noise_like(state);
+    if (options_.variance() == DDPMVariance::LearnedRange) {
+      const at::Tensor frac = (var_values.to(state.x.scalar_type()) + 1) / 2;
+      const double log_min = std::log(std::max(post_var, 1e-20));
+      const at::Tensor log_var = frac * std::log(beta) + (1 - frac) * log_min;
+      u.noise = at::exp(0.5 * log_var) * z;
+      u.k_noise = 1;
+    } else {
+      u.noise = z;
+      u.k_noise = noise_std;
+    }
+    return u;
+  };
+  if (args.hooks.empty()) {
+    detail::UpdateResult r = detail::fused_step(denoiser, state.x, 1.0, s.t, s.ab, args, rule);
+    state.x0_hat = r.x0;
+    state.x = r.x_next.detach();
+    return;
+  }
   StepContext ctx = context(denoiser, state, args, s.t, s.t_next, s.ab, s.ab_next);
   const DenoiserOutput out = eval(denoiser, state.x, s.t, s.ab, args, ctx);
   state.x0_hat = out.x0;
-  at::Tensor x_next;
-  if (s.last) {
-    x_next = out.x0;
-    ctx.proposal_mean = x_next;
-    ctx.proposal_std = 0;
-  } else {
-    const double beta = 1 - s.ab / s.ab_next;  // respaced beta of this step
-    const double c1 = std::sqrt(s.ab_next) * beta / (1 - s.ab);
-    const double c2 = std::sqrt(1 - beta) * (1 - s.ab_next) / (1 - s.ab);
-    const double post_var = beta * (1 - s.ab_next) / (1 - s.ab);
-    x_next = c1 * out.x0 + c2 * state.x;
-    ctx.proposal_mean = x_next;
-    const at::Tensor z = noise_like(state);
-    switch (options_.variance()) {
-      case DDPMVariance::FixedSmall:
-        ctx.proposal_std = std::sqrt(post_var);
-        x_next = x_next + std::sqrt(post_var) * z;
-        break;
-      case DDPMVariance::FixedLarge:
-        ctx.proposal_std = std::sqrt(beta);
-        x_next = x_next + std::sqrt(beta) * z;
-        break;
-      case DDPMVariance::LearnedRange: {
-        const at::Tensor frac = (out.var_values.to(state.x.scalar_type()) + 1) / 2;
-        const double log_min = std::log(std::max(post_var, 1e-20));
-        const at::Tensor log_var = frac * std::log(beta) + (1 - frac) * log_min;
-        x_next = x_next + at::exp(0.5 * log_var) * z;
-        break;
-      }
-    }
-  }
-  state.x = propose(args, ctx, x_next);
+  const detail::UpdateResult r = detail::linear_update(state.x, out.x0, rule(out.var_values), /*split_mean=*/true);
+  ctx.proposal_mean = r.mean;
+  ctx.proposal_std = s.last ? 0 : noise_std;
+  state.x = propose(args, ctx, r.x_next);
 }
 
 std::string DDPMOptions::to_json() const {
@@ -98,18 +107,34 @@ void DDIMSampler::init(const Denoiser& denoiser, SamplerState& state) const {
 
 void DDIMSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const detail::VPStep s = detail::vp_step(denoiser.schedule(), state);
+  // x_next = sqrt(ab_next) x0 + c_eps eps + sigma z with eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab):
+  // linear in x_t and x0.
+  const double sigma = options_.eta() * std::sqrt((1 - s.ab_next) / (1 - s.ab)) * std::sqrt(1 - s.ab / s.ab_next);
+  const double c_eps = std::sqrt(std::max(0.0, 1 - s.ab_next - sigma * sigma));
+  const double sd = std::sqrt(std::max(1 - s.ab, 1e-40));
+  const detail::UpdateRule rule = [&](const at::Tensor&) {
+    detail::LinearUpdate u;
+    u.k_x = c_eps / sd;
+    u.k_x0 = std::sqrt(s.ab_next) - c_eps * std::sqrt(s.ab) / sd;
+    if (sigma > 0) {
+      u.noise = noise_like(state);
+      u.k_noise = sigma;
+    }
+    return u;
+  };
+  if (args.hooks.empty()) {
+    detail::UpdateResult r = detail::fused_step(denoiser, state.x, 1.0, s.t, s.ab, args, rule);
+    state.x0_hat = r.x0;
+    state.x = r.x_next.detach();
+    return;
+  }
   StepContext ctx = context(denoiser, state, args, s.t, s.t_next, s.ab, s.ab_next);
   const DenoiserOutput out = eval(denoiser, state.x, s.t, s.ab, args, ctx);
   state.x0_hat = out.x0;
-  const double sigma = options_.eta() * std::sqrt((1 - s.ab_next) / (1 - s.ab)) * std::sqrt(1 - s.ab / s.ab_next);
-  at::Tensor x_next =
-      std::sqrt(s.ab_next) * out.x0 + std::sqrt(std::max(0.0, 1 - s.ab_next - sigma * sigma)) * out.eps;
-  ctx.proposal_mean = x_next;
+  const detail::UpdateResult r = detail::linear_update(state.x, out.x0, rule(out.var_values), /*split_mean=*/true);
+  ctx.proposal_mean = r.mean;
   ctx.proposal_std = sigma;
-  if (sigma > 0) {
-    x_next = x_next + sigma * noise_like(state);
-  }
-  state.x = propose(args, ctx, x_next);
+  state.x = propose(args, ctx, r.x_next);
 }
 
 at::Tensor DDIMSampler::invert(const Denoiser& denoiser, const at::Tensor& x0, const SampleArgs& args) const {

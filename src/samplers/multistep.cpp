@@ -1,6 +1,7 @@
 // DPM-Solver++ (2M, 2M-SDE) and UniPC (bh2): multistep solvers in lambda = log(alpha / sigma) with
 // data (x0) prediction.
 #include "samplers/common.h"
+#include "samplers/linear_update.h"
 
 #include <manifold_diffusion/samplers/dpm_solver.h>
 #include <manifold_diffusion/samplers/unipc.h>
@@ -27,36 +28,55 @@ void DPMSolverSampler::init(const Denoiser& denoiser, SamplerState& state) const
 
 void DPMSolverSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const detail::VPStep s = detail::vp_step(denoiser.schedule(), state);
-  StepContext ctx = context(denoiser, state, args, s.t, s.t_next, s.ab, s.ab_next);
-  const DenoiserOutput out = eval(denoiser, state.x, s.t, s.ab, args, ctx);
-  state.x0_hat = out.x0;
   const double lambda_s = detail::half_log_snr(s.ab);
-  at::Tensor x_next;
-  if (s.last) {
-    x_next = out.x0;  // first order into sigma = 0: the data estimate itself
-  } else {
+  // With D = x0 + 0.5 (x0 - x0_prev) / r (the midpoint form; D = x0 on the first step):
+  //   2M:     x_next = (sigma_t / sigma_s) x - alpha_t (e^{-h} - 1) D
+  //   2M-SDE: x_next = (sigma_t / sigma_s) e^{-h} x - alpha_t (e^{-2h} - 1) D + sigma_t sqrt(1 - e^{-2h}) z
+  // both linear in x, x0 and x0_prev. The last step returns x0 (first order into sigma = 0).
+  const bool second_order = !s.last && !state.history.empty();
+  const detail::UpdateRule rule = [&](const at::Tensor&) {
+    detail::LinearUpdate u;
+    if (s.last) {
+      return u;
+    }
     const double lambda_t = detail::half_log_snr(s.ab_next);
     const double h = lambda_t - lambda_s;
     const double alpha_t = std::sqrt(s.ab_next);
     const double sigma_t = std::sqrt(1 - s.ab_next);
     const double sigma_s = std::sqrt(1 - s.ab);
-    at::Tensor d = out.x0;  // D0 + 0.5 D1 (midpoint form)
-    if (!state.history.empty()) {
-      const double h_prev = lambda_s - state.history_level.back();
-      const double r = h_prev / h;
-      d = out.x0 + 0.5 * (out.x0 - state.history.back()) / r;
-    }
+    double k_d = 0;  // weight of D
     if (options_.variant() == DPMSolverVariant::Multistep2M) {
-      x_next = (sigma_t / sigma_s) * state.x - alpha_t * std::expm1(-h) * d;
+      u.k_x = sigma_t / sigma_s;
+      k_d = -alpha_t * std::expm1(-h);
     } else {
       const double e2h = std::expm1(-2 * h);  // e^{-2h} - 1
-      x_next = (sigma_t / sigma_s) * std::exp(-h) * state.x - alpha_t * e2h * d +
-               sigma_t * std::sqrt(-e2h) * noise_like(state);
+      u.k_x = (sigma_t / sigma_s) * std::exp(-h);
+      k_d = -alpha_t * e2h;
+      u.noise = noise_like(state);
+      u.k_noise = sigma_t * std::sqrt(-e2h);
     }
+    u.k_x0 = k_d;
+    if (second_order) {
+      const double r = (lambda_s - state.history_level.back()) / h;
+      u.k_x0 = k_d * (1 + 0.5 / r);
+      u.k_prev = -k_d * 0.5 / r;
+      u.x0_prev = state.history.back();
+    }
+    return u;
+  };
+  detail::UpdateResult r;
+  if (args.hooks.empty()) {
+    r = detail::fused_step(denoiser, state.x, 1.0, s.t, s.ab, args, rule);
+  } else {
+    StepContext ctx = context(denoiser, state, args, s.t, s.t_next, s.ab, s.ab_next);
+    const DenoiserOutput out = eval(denoiser, state.x, s.t, s.ab, args, ctx);
+    r = detail::linear_update(state.x, out.x0, rule(out.var_values), /*split_mean=*/false);
+    r.x_next = propose(args, ctx, r.x_next);
   }
-  state.history.assign(1, out.x0);
+  state.x0_hat = r.x0;
+  state.history.assign(1, r.x0);
   state.history_level.assign(1, lambda_s);
-  state.x = propose(args, ctx, x_next);
+  state.x = r.x_next.detach();
 }
 
 std::string DPMSolverOptions::to_json() const {

@@ -1,5 +1,6 @@
 // Score-SDE predictor-corrector, and the sigma-space samplers (Euler, Euler-ancestral, Heun).
 #include "samplers/common.h"
+#include "samplers/linear_update.h"
 
 #include <manifold_diffusion/samplers/euler.h>
 #include <manifold_diffusion/samplers/predictor_corrector.h>
@@ -176,52 +177,120 @@ StepContext SigmaSpaceSampler::step_context(const Denoiser& denoiser, const Samp
   return ctx;
 }
 
+// The sigma-space steps are linear in the VE sample and the denoised estimates: an Euler step from
+// sigma to sigma_next is x + (sigma_next - sigma) (x - x0) / sigma = (sigma_next / sigma) x +
+// (1 - sigma_next / sigma) x0. Without hooks one fused kernel turns the raw network output into
+// x0 (c_x scaled by alpha, since the network sees x * alpha) and takes the step.
+
+namespace {
+detail::LinearUpdate euler_update(double sigma, double sigma_to) {
+  detail::LinearUpdate u;
+  u.k_x = sigma_to / sigma;
+  u.k_x0 = 1 - sigma_to / sigma;
+  return u;
+}
+}  // namespace
+
 void EulerSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
+  if (args.hooks.empty()) {
+    const double sigma_hat = churn(state, sigma);
+    const double a = vp_scale(sigma_hat);
+    const double t = denoiser.schedule().timestep_from_ve_sigma(sigma_hat);
+    const detail::UpdateRule rule = [&](const at::Tensor&) { return euler_update(sigma_hat, sigma_next); };
+    const detail::UpdateResult r = detail::fused_step(denoiser, state.x, a, t, a * a, args, rule);
+    state.x0_hat = r.x0;
+    state.x = r.x_next;
+    return;
+  }
   StepContext ctx = step_context(denoiser, state, args, sigma_next);
   const double sigma_hat = churn(state, sigma);
   const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma_hat, args, ctx);
   state.x0_hat = out.x0;
-  const at::Tensor d = (state.x - out.x0) / sigma_hat;
-  state.x = propose_ve(args, ctx, state.x + d * (sigma_next - sigma_hat), sigma_next);
+  const detail::UpdateResult r =
+      detail::linear_update(state.x, out.x0, euler_update(sigma_hat, sigma_next), /*split_mean=*/false);
+  state.x = propose_ve(args, ctx, r.x_next, sigma_next);
 }
 
 void EulerAncestralSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
-  StepContext ctx = step_context(denoiser, state, args, sigma_next);
-  const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma, args, ctx);
-  state.x0_hat = out.x0;
   const double sigma_up =
       std::min(sigma_next, options_.eta() * std::sqrt(sigma_next * sigma_next * (sigma * sigma - sigma_next * sigma_next) /
                                                       (sigma * sigma)));
   const double sigma_down = std::sqrt(sigma_next * sigma_next - sigma_up * sigma_up);
-  const at::Tensor d = (state.x - out.x0) / sigma;
-  at::Tensor x_next = state.x + d * (sigma_down - sigma);
-  if (sigma_next > 0 && sigma_up > 0) {
-    x_next = x_next + noise_like(state) * (sigma_up * options_.s_noise());
+  // An Euler step to sigma_down, then fresh noise of size sigma_up.
+  const detail::UpdateRule rule = [&](const at::Tensor&) {
+    detail::LinearUpdate u = euler_update(sigma, sigma_down);
+    if (sigma_next > 0 && sigma_up > 0) {
+      u.noise = noise_like(state);
+      u.k_noise = sigma_up * options_.s_noise();
+    }
+    return u;
+  };
+  if (args.hooks.empty()) {
+    const double a = vp_scale(sigma);
+    const double t = denoiser.schedule().timestep_from_ve_sigma(sigma);
+    const detail::UpdateResult r = detail::fused_step(denoiser, state.x, a, t, a * a, args, rule);
+    state.x0_hat = r.x0;
+    state.x = r.x_next;
+    return;
   }
-  state.x = propose_ve(args, ctx, x_next, sigma_next);
+  StepContext ctx = step_context(denoiser, state, args, sigma_next);
+  const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma, args, ctx);
+  state.x0_hat = out.x0;
+  const detail::UpdateResult r = detail::linear_update(state.x, out.x0, rule(out.var_values), /*split_mean=*/false);
+  state.x = propose_ve(args, ctx, r.x_next, sigma_next);
 }
 
 void HeunSampler::advance(const Denoiser& denoiser, SamplerState& state, const SampleArgs& args) const {
+  // Stage 1: an Euler step x1 = (sigma_next / sigma_hat) x + (1 - sigma_next / sigma_hat) x0_1.
+  // Stage 2 (sigma_next > 0): with d = (x - x0_1) / sigma_hat and d2 = (x1 - x0_2) / sigma_next,
+  //   x + (sigma_next - sigma_hat) (d + d2) / 2 = x1 + (sigma_next - sigma_hat) / (2 sigma_next) (x0_1 - x0_2),
+  // since (x1 - x0_1) / sigma_next = d: one fused call at x1 with x0_prev = x0_1.
   const auto k = static_cast<size_t>(state.step);
   const double sigma = state.grid[k];
   const double sigma_next = state.grid[k + 1];
+  const auto second_stage = [&](double sigma_hat, const at::Tensor& x0_1) {
+    const double c = (sigma_next - sigma_hat) / (2 * sigma_next);
+    detail::LinearUpdate u;
+    u.k_x = 1;
+    u.k_x0 = -c;
+    u.k_prev = c;
+    u.x0_prev = x0_1;
+    return u;
+  };
+  if (args.hooks.empty()) {
+    const double sigma_hat = churn(state, sigma);
+    const double a = vp_scale(sigma_hat);
+    const double t = denoiser.schedule().timestep_from_ve_sigma(sigma_hat);
+    const detail::UpdateResult r1 = detail::fused_step(
+        denoiser, state.x, a, t, a * a, args, [&](const at::Tensor&) { return euler_update(sigma_hat, sigma_next); });
+    state.x0_hat = r1.x0;
+    if (sigma_next > 0) {
+      const double a2 = vp_scale(sigma_next);
+      const double t2 = denoiser.schedule().timestep_from_ve_sigma(sigma_next);
+      const detail::UpdateResult r2 = detail::fused_step(
+          denoiser, r1.x_next, a2, t2, a2 * a2, args, [&](const at::Tensor&) { return second_stage(sigma_hat, r1.x0); });
+      state.x = r2.x_next;
+    } else {
+      state.x = r1.x_next;
+    }
+    return;
+  }
   StepContext ctx = step_context(denoiser, state, args, sigma_next);
   const double sigma_hat = churn(state, sigma);
   const DenoiserOutput out = denoise_ve(denoiser, state.x, sigma_hat, args, ctx);
   state.x0_hat = out.x0;
-  const at::Tensor d = (state.x - out.x0) / sigma_hat;
-  at::Tensor x_next = state.x + d * (sigma_next - sigma_hat);
+  at::Tensor x_next =
+      detail::linear_update(state.x, out.x0, euler_update(sigma_hat, sigma_next), /*split_mean=*/false).x_next;
   if (sigma_next > 0) {
     StepContext ctx2 = ctx;
     const DenoiserOutput out2 = denoise_ve(denoiser, x_next, sigma_next, args, ctx2);
-    const at::Tensor d2 = (x_next - out2.x0) / sigma_next;
-    x_next = state.x + 0.5 * (d + d2) * (sigma_next - sigma_hat);
+    x_next = detail::linear_update(x_next, out2.x0, second_stage(sigma_hat, out.x0), /*split_mean=*/false).x_next;
   }
   state.x = propose_ve(args, ctx, x_next, sigma_next);
 }

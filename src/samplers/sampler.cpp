@@ -2,6 +2,8 @@
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/samplers/sampler.h>
 
+#include "samplers/linear_update.h"
+
 #include <ATen/ATen.h>
 #include <torch/types.h>
 #include <torch/utils.h>
@@ -10,6 +12,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 namespace manifold_diffusion {
 
@@ -121,39 +124,49 @@ std::function<DenoiserOutput(const at::Tensor&)> Sampler::denoise_fn(const Denoi
 
 DenoiserOutput Sampler::eval(const Denoiser& denoiser, const at::Tensor& x_vp, double t, double alpha_bar,
                              const SampleArgs& args, StepContext& ctx) const {
-  const auto opts = at::TensorOptions().dtype(at::kDouble);
-  const int64_t n = x_vp.size(0);
+  DenoiserOutput out;
+  if (args.hooks.empty()) {
+    const auto opts = at::TensorOptions().dtype(at::kDouble);
+    const int64_t n = x_vp.size(0);
+    out = denoiser.predict_at(x_vp, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond, args.uncond,
+                              args.guidance_scale, args.guidance_rescale);
+    ctx.x0_hat = out.x0;
+    return out;
+  }
   bool jacobian = false;
   for (const auto& hook : args.hooks) {
     jacobian = jacobian || hook->needs_jacobian();
   }
   // The step's first evaluation keeps its graph when a hook differentiates through the denoiser.
   jacobian = jacobian && !ctx.x_t_leaf.defined();
-  DenoiserOutput out;
-  if (jacobian) {
-    torch::AutoGradMode grad(true);
-    ctx.x_t_leaf = x_vp.detach().requires_grad_(true);
-    out = denoiser.predict_at(ctx.x_t_leaf, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond,
-                              args.uncond, args.guidance_scale, args.guidance_rescale);
-  } else {
-    out = denoiser.predict_at(x_vp, at::full({n}, t, opts), at::full({n}, alpha_bar, opts), args.cond, args.uncond,
-                              args.guidance_scale, args.guidance_rescale);
-  }
-  if (!args.hooks.empty()) {
-    // Hooks run with autograd on, so a gradient correction can differentiate through ctx.denoise;
-    // tensors that do not require grad record nothing, so plain hooks pay nothing for it.
-    torch::AutoGradMode grad(true);
-    for (const auto& hook : args.hooks) {
-      out.x0 = hook->on_x0(ctx, out.x0);
-    }
+  {
+    // x0 through ops::predict_x0: the fused kernel, or its differentiable reference when the
+    // graph is kept for a Jacobian hook.
+    std::optional<torch::AutoGradMode> grad;
+    at::Tensor x_in = x_vp;
     if (jacobian) {
-      ctx.x0_graph = out.x0;
+      grad.emplace(true);
+      ctx.x_t_leaf = x_vp.detach().requires_grad_(true);
+      x_in = ctx.x_t_leaf;
     }
-    out.x0 = out.x0.detach();
-    out.eps = (x_vp - std::sqrt(alpha_bar) * out.x0) / std::sqrt(std::max(1 - alpha_bar, 1e-40));
-    if (out.var_values.defined()) {
-      out.var_values = out.var_values.detach();
-    }
+    const RawPrediction raw = denoiser.predict_raw(x_in, t, alpha_bar, args.cond, args.uncond, args.guidance_scale,
+                                                   args.guidance_rescale);
+    out.x0 = detail::raw_to_x0(raw, x_in);
+    out.var_values = raw.var_values;
+  }
+  // Hooks run with autograd on, so a gradient correction can differentiate through ctx.denoise;
+  // tensors that do not require grad record nothing, so plain hooks pay nothing for it.
+  torch::AutoGradMode grad(true);
+  for (const auto& hook : args.hooks) {
+    out.x0 = hook->on_x0(ctx, out.x0);
+  }
+  if (jacobian) {
+    ctx.x0_graph = out.x0;
+  }
+  out.x0 = out.x0.detach();
+  out.eps = (x_vp - std::sqrt(alpha_bar) * out.x0) / std::sqrt(std::max(1 - alpha_bar, 1e-40));
+  if (out.var_values.defined()) {
+    out.var_values = out.var_values.detach();
   }
   ctx.x0_hat = out.x0;
   return out;

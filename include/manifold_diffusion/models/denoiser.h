@@ -105,6 +105,29 @@ struct DenoiserOutput {
   at::Tensor var_values;
 };
 
+/// A network's prediction at one noise level before its conversion to x0, for fused sampler steps
+/// (`ops::sampler_step`): the clean-sample estimate is
+///
+///     x0 = c_x * x_t + c_out * (uncond + guidance_scale * (cond - uncond))
+///
+/// or c_x * x_t + c_out * cond when `uncond` is undefined (no guidance, or guidance already
+/// combined because guidance_rescale > 0 needs the combined output's statistics).
+///
+/// Example:
+/// \code
+///   mdiff::RawPrediction raw = denoiser.predict_raw(x_t, 500.0, denoiser.schedule().alpha_bar_at(500.0));
+///   at::Tensor x0 = mdiff::ops::predict_x0(x_t, raw.cond, raw.uncond,
+///       mdiff::ops::SamplerStepCoefficients().w(raw.guidance_scale).c_x(raw.c_x).c_out(raw.c_out));
+/// \endcode
+struct RawPrediction {
+  at::Tensor cond;             ///< the conditional (or only) network output, prediction channels only.
+  at::Tensor uncond;           ///< the unconditional output when guidance is still to be combined, else undefined.
+  double guidance_scale = 1;   ///< weight of (cond - uncond).
+  double c_x = 0;              ///< weight of x_t in x0.
+  double c_out = 1;            ///< weight of the (guided) network output in x0.
+  at::Tensor var_values;       ///< learned-variance values of the conditional output, else undefined.
+};
+
 /// A network call: (x, t, cond) -> output. `x` is the network input, `t` the per-sample [N] float
 /// tensor of (fractional) training timesteps, or EDM's c_noise for the EDM parameterisation;
 /// `cond` is the conditioning (class labels, ...) or an undefined tensor.
@@ -140,6 +163,14 @@ class Denoiser {
   /// conditional output's standard deviation by `guidance_rescale` (Lin et al. 2023).
   DenoiserOutput predict_at(const at::Tensor& x_t, const at::Tensor& t_model, const at::Tensor& alpha_bar,
                             const at::Tensor& cond = {}, const at::Tensor& uncond = {}, double guidance_scale = 1.0,
+                            double guidance_rescale = 0.0) const;
+  /// The network's raw output for the whole batch at the (fractional) timestep `t` (mapped by
+  /// model_time() as in predict_at) and noise level `alpha_bar`, with the coefficients that turn it
+  /// into x0: the same network call, conditioning and guidance as predict_at() with constant t and
+  /// alpha_bar, so ops::predict_x0 on the result equals predict_at(...).x0 up to rounding. Used by
+  /// the samplers' fused steps (ops::sampler_step).
+  RawPrediction predict_raw(const at::Tensor& x_t, double t, double alpha_bar, const at::Tensor& cond = {},
+                            const at::Tensor& uncond = {}, double guidance_scale = 1.0,
                             double guidance_rescale = 0.0) const;
   /// Predictions at one (fractional) timestep of the schedule for the whole batch.
   DenoiserOutput predict(const at::Tensor& x_t, double t, const at::Tensor& cond = {}) const;
@@ -185,6 +216,11 @@ class Denoiser {
 
  private:
   DenoiserOutput convert(const at::Tensor& x_t, const at::Tensor& raw, const at::Tensor& alpha_bar) const;
+  /// Validated network call(s) with guidance; `combine_guidance` false leaves a plain guided
+  /// combination (no rescale) to the caller.
+  RawPrediction network_outputs(const at::Tensor& x_t, const at::Tensor& t_model, const at::Tensor& alpha_bar,
+                                const at::Tensor& cond, const at::Tensor& uncond, double guidance_scale,
+                                double guidance_rescale, bool combine_guidance) const;
   at::Tensor call_model(const at::Tensor& x_in, const at::Tensor& t_model, const at::Tensor& cond) const;
 
   ModelFunction model_;
