@@ -6,6 +6,7 @@
 
 #include <manifold_diffusion/manifold/knn.h>
 #include <manifold_diffusion/manifold/manifold.h>
+#include <manifold_diffusion/ops/project_local_pca.h>
 
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
@@ -61,6 +62,8 @@ class ReferenceManifold : public Manifold {
   const at::Tensor& points() const { return points_; }
   const ReferenceOptions& options() const { return options_; }
   at::Tensor project(const at::Tensor& x) const override;
+  /// |x - project(x)|, from the same pass as the projection (the normal residual of the frame).
+  at::Tensor distance(const at::Tensor& x) const override;
   at::Tensor tangent_basis(const at::Tensor& x) const override;
   LocalFrame local_frame(const at::Tensor& x) const override;
   /// The k nearest reference points of each query (x [N, ...]).
@@ -70,6 +73,7 @@ class ReferenceManifold : public Manifold {
 
  private:
   at::Tensor flat(const at::Tensor& x) const;
+  ops::LocalPcaProjection project_onto_frames(const at::Tensor& f) const;
   at::Tensor points_;
   ReferenceOptions options_;
   int64_t dim_ = 0;
