@@ -34,7 +34,7 @@ __global__ void project_local_pca_kernel(const scalar_t* __restrict__ x, const s
                                          scalar_t* __restrict__ out, scalar_t* __restrict__ residual, int64_t rows,
                                          int64_t dims, int64_t d) {
   using opmath_t = at::opmath_type<scalar_t>;
-  extern __shared__ unsigned char shared_raw[];
+  extern __shared__ __align__(16) unsigned char shared_raw[];
   opmath_t* coef = reinterpret_cast<opmath_t*>(shared_raw);  // [d]
   __shared__ opmath_t partial[kWarps];
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
