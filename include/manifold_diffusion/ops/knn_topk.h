@@ -33,8 +33,9 @@ struct KnnTopK {
 ///   auto graph = mdiff::ops::knn_sqdist_topk(points, points, 8, mdiff::ops::OpBackend::Auto, opts);
 /// \endcode
 struct KnnTopKOptions {
-  /// Points per block (one matrix product [M, block] at a time); 0 picks about 2^22 / M (at least
-  /// 1024). Raised to k + 1 and capped at N. Memory is M x block distances.
+  /// Points per block (one matrix product [M, block] at a time); 0 picks about 2^22 / M on the CPU
+  /// (at least 1024) and 2^24 / M on a GPU (at least 4096). Raised to k + 1 and capped at N.
+  /// Memory is M x block distances.
   TORCH_ARG(int64_t, block_points) = 0;
   /// Optional [M] int64 or int32: point exclude[i] is never a neighbour of query i (-1: none), e.g.
   /// arange(M) for a self-kNN graph. Needs k <= N - 1.
@@ -51,8 +52,8 @@ struct KnnTopKOptions {
 ///
 /// Points are taken in blocks: q p^T of a block is one at::mm (BLAS, oneDNN or cuBLAS do the
 /// flops), and a fused epilogue forms d2 and merges it into each row's running top-k (CPU: a
-/// per-row max-heap inside at::parallel_for over rows; CUDA: one warp per row for k <= 64, a stable
-/// sort of the block above). Ties are broken by the smaller index, so results are deterministic.
+/// per-row max-heap inside at::parallel_for over rows; CUDA: one thread block per row keeping
+/// per-thread sorted lists merged by warp shuffles for k <= 64, a stable sort of the block above). Ties are broken by the smaller index, so results are deterministic.
 /// The expanded form loses precision when distances are small against the norms (relative error
 /// about 1e-7 of |q|^2 in float32): manifold's knn() re-measures its candidates exactly.
 ///

@@ -15,7 +15,7 @@ namespace detail {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kRowsPerBlock = 4;  // one warp per query row
+constexpr int kWarpsPerRow = 8;  // one thread block of 256 threads per query row
 constexpr int64_t kNoIndex = std::numeric_limits<int64_t>::max();
 
 // (da, ia) < (db, ib) lexicographically.
@@ -24,8 +24,8 @@ __device__ __forceinline__ bool pair_less(T da, int64_t ia, T db, int64_t ib) {
   return da < db || (da == db && ia < ib);
 }
 
-// Inserts (v, j) into the ascending list (vals, idx) of length *count (capacity k), after every entry
-// of equal value: a lane sees its indices in increasing order, so the list stays sorted by
+// Inserts (v, j) into the ascending list (vals, idx) of length count (capacity k), after every
+// entry of equal value: a lane sees its indices in increasing order, so the list stays sorted by
 // (value, index).
 template <typename T, int MAXK>
 __device__ __forceinline__ void insert_sorted(T (&vals)[MAXK], int64_t (&idx)[MAXK], int& count, int k, T v,
@@ -40,69 +40,91 @@ __device__ __forceinline__ void insert_sorted(T (&vals)[MAXK], int64_t (&idx)[MA
   idx[pos] = j;
 }
 
-// One block of points for one warp per query row: the epilogue d2 = max(|q|^2 + |p|^2 - 2 q.p, 0)
-// (NaN as +inf) feeds a per-lane sorted top-k; lane 0 starts from the row's running top-k of the
-// earlier blocks (whose indices are all smaller); a k-round warp arg-min merges the 32 lists back
-// into the running top-k.
+// The warp's smallest (value, index) of the lanes' candidates (v, i); every lane gets it.
+template <typename T>
+__device__ __forceinline__ void warp_arg_min(T& v, int64_t& i) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const T other_v = __shfl_xor_sync(0xffffffffu, v, offset);
+    const long long other_i = __shfl_xor_sync(0xffffffffu, static_cast<long long>(i), offset);
+    if (pair_less<T>(other_v, static_cast<int64_t>(other_i), v, i)) {
+      v = other_v;
+      i = static_cast<int64_t>(other_i);
+    }
+  }
+}
+
+// One block of points for one query row per thread block. The epilogue
+// d2 = max(|q|^2 + |p|^2 - 2 q.p, 0) (NaN as +inf) feeds a sorted top-k per thread (candidates at or
+// above the row's running k-th distance are dropped at once); each warp merges its 32 lists with
+// k rounds of a shuffle arg-min, and warp 0 merges the warps' lists with the running top-k of the
+// earlier blocks (whose indices are all smaller) into the new running top-k.
 template <typename T, int MAXK>
 __global__ void knn_block_topk_kernel(const T* __restrict__ dots, const T* __restrict__ qn,
                                       const T* __restrict__ pn, const int64_t* __restrict__ exclude, int64_t m,
                                       int64_t cols, int64_t c0, int k, bool has_running, T* __restrict__ out_d,
                                       int64_t* __restrict__ out_i) {
+  __shared__ T list_v[kWarpsPerRow + 1][MAXK];
+  __shared__ int64_t list_i[kWarpsPerRow + 1][MAXK];
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  if (row >= m) {
-    return;  // the whole warp leaves together
-  }
+  const int warp = static_cast<int>(threadIdx.x) / kWarp;
   const T inf = std::numeric_limits<T>::infinity();
-  T vals[MAXK];
-  int64_t idx[MAXK];
-  int count = 0;
-  T* row_d = out_d + row * k;
-  int64_t* row_i = out_i + row * k;
-  if (lane == 0 && has_running) {
+  for (int64_t row = blockIdx.x; row < m; row += gridDim.x) {
+    T* row_d = out_d + row * k;
+    int64_t* row_i = out_i + row * k;
+    // The running list is list kWarpsPerRow; its worst entry bounds every new candidate.
+    for (int r = threadIdx.x; r < k; r += blockDim.x) {
+      list_v[kWarpsPerRow][r] = has_running ? row_d[r] : inf;
+      list_i[kWarpsPerRow][r] = has_running ? row_i[r] : kNoIndex;
+    }
+    const T bound = has_running ? row_d[k - 1] : inf;
+    T vals[MAXK];
+    int64_t idx[MAXK];
+    int count = 0;
+    const T qi = qn[row];
+    const int64_t skip = exclude != nullptr ? exclude[row] : -1;
+    const T* drow = dots + row * cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const int64_t gj = c0 + j;
+      T v = qi + pn[gj] - T(2) * drow[j];
+      v = v != v ? inf : (v < T(0) ? T(0) : v);  // NaN as +inf
+      const bool take = count < k ? (!has_running || v < bound) : v < vals[k - 1];
+      if (take && gj != skip) {
+        insert_sorted<T, MAXK>(vals, idx, count, k, v, gj);
+      }
+    }
+    // Warp merge: the warp's k best into list `warp`.
+    int head = 0;
     for (int r = 0; r < k; ++r) {
-      if (row_i[r] >= 0) {
-        vals[count] = row_d[r];
-        idx[count] = row_i[r];
-        ++count;
+      T best_v = head < count ? vals[head] : inf;
+      int64_t best_i = head < count ? idx[head] : kNoIndex;
+      warp_arg_min(best_v, best_i);
+      if (head < count && idx[head] == best_i) {
+        ++head;
+      }
+      if (lane == 0) {
+        list_v[warp][r] = best_v;
+        list_i[warp][r] = best_i;
       }
     }
-  }
-  const T qi = qn[row];
-  const int64_t skip = exclude != nullptr ? exclude[row] : -1;
-  const T* drow = dots + row * cols;
-  for (int64_t j = lane; j < cols; j += kWarp) {
-    const int64_t gj = c0 + j;
-    if (gj == skip) {
-      continue;
-    }
-    T v = qi + pn[gj] - T(2) * drow[j];
-    v = v != v ? inf : (v < T(0) ? T(0) : v);  // NaN as +inf
-    if (count < k || v < vals[count - 1]) {
-      insert_sorted<T, MAXK>(vals, idx, count, k, v, gj);
-    }
-  }
-  __syncwarp();
-  int head = 0;
-  for (int r = 0; r < k; ++r) {
-    T best_v = head < count ? vals[head] : inf;
-    int64_t best_i = head < count ? idx[head] : kNoIndex;
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      const T other_v = __shfl_xor_sync(0xffffffffu, best_v, offset);
-      const long long other_i = __shfl_xor_sync(0xffffffffu, static_cast<long long>(best_i), offset);
-      if (pair_less<T>(other_v, static_cast<int64_t>(other_i), best_v, best_i)) {
-        best_v = other_v;
-        best_i = static_cast<int64_t>(other_i);
+    __syncthreads();
+    // Block merge in warp 0: lane l walks list l.
+    if (warp == 0) {
+      int pos = 0;
+      for (int r = 0; r < k; ++r) {
+        const bool own = lane <= kWarpsPerRow && pos < k;
+        T best_v = own ? list_v[lane][pos] : inf;
+        int64_t best_i = own ? list_i[lane][pos] : kNoIndex;
+        warp_arg_min(best_v, best_i);
+        if (own && list_i[lane][pos] == best_i && best_i != kNoIndex) {
+          ++pos;
+        }
+        if (lane == 0) {
+          row_d[r] = best_v;
+          row_i[r] = best_i == kNoIndex ? -1 : best_i;
+        }
       }
     }
-    if (head < count && idx[head] == best_i) {
-      ++head;
-    }
-    if (lane == 0) {
-      row_d[r] = best_v;
-      row_i[r] = best_i == kNoIndex ? -1 : best_i;
-    }
+    __syncthreads();  // the lists are reused by the next row
   }
 }
 
@@ -110,8 +132,8 @@ template <typename T, int MAXK>
 void launch_block_topk(const at::Tensor& dots, const at::Tensor& qn, const at::Tensor& pn, const int64_t* exclude,
                        int64_t m, int64_t cols, int64_t c0, int k, bool has_running, at::Tensor& sqdist,
                        at::Tensor& indices, cudaStream_t stream) {
-  const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  knn_block_topk_kernel<T, MAXK><<<static_cast<unsigned>(blocks), kRowsPerBlock * kWarp, 0, stream>>>(
+  const int64_t blocks = std::min<int64_t>(m, int64_t{1} << 20);
+  knn_block_topk_kernel<T, MAXK><<<static_cast<unsigned>(blocks), kWarpsPerRow * kWarp, 0, stream>>>(
       dots.data_ptr<T>(), qn.data_ptr<T>(), pn.data_ptr<T>(), exclude, m, cols, c0, k, has_running,
       sqdist.data_ptr<T>(), indices.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
