@@ -67,14 +67,26 @@ KnnTopK knn_sqdist_topk(const at::Tensor& queries, const at::Tensor& points, int
     check_same_device(queries, "queries", exclude, "exclude");
     check_index_range(exclude, "exclude", -1, n);
   }
-  if (options.check_finite()) {
-    check_finite(queries, "queries");
-    check_finite(points, "points");
-  }
   if (m == 0) {
+    if (options.check_finite()) {
+      check_finite(points, "points");
+    }
     return {at::empty({0, k}, queries.options()), at::empty({0, k}, queries.options().dtype(at::kLong))};
   }
-  if (backend == OpBackend::Reference) {
+  bool native = backend != OpBackend::Reference;
+#ifndef MD_WITH_CUDA_KERNELS
+  MD_CHECK_VALUE(!(queries.is_cuda() && backend == OpBackend::Native),
+                 "knn_sqdist_topk: the native CUDA kernel was requested for ", queries.device(),
+                 " but the library was built without CUDA kernels (MD_WITH_CUDA=OFF)");
+  if (queries.is_cuda()) {
+    native = false;
+  }
+#endif
+  if (!native) {
+    if (options.check_finite()) {
+      check_finite(queries, "queries");
+      check_finite(points, "points");
+    }
     return knn_topk_reference(queries, points, k, exclude);
   }
 
@@ -85,24 +97,32 @@ KnnTopK knn_sqdist_topk(const at::Tensor& queries, const at::Tensor& points, int
                               : std::max<int64_t>(1024, (int64_t{1} << 22) / m);
   }
   block = std::min(n, std::max(block, k + 1));
+  MD_CHECK_VALUE(queries.is_cuda() || queries.device().is_cpu(), "knn_sqdist_topk: unsupported device ",
+                 queries.device());
   const at::Tensor q = queries.contiguous();
   const at::Tensor p = points.contiguous();
+  const at::Tensor qn = q.is_cuda() ? q.pow(2).sum(1) : detail::row_sqnorms_cpu(q);
+  const at::Tensor pn = p.is_cuda() ? p.pow(2).sum(1) : detail::row_sqnorms_cpu(p);
+  if (options.check_finite()) {
+    // A non-finite entry makes its row's squared norm non-finite: test the M + N norms (one read of
+    // two small vectors) and search the data itself for the message only then. Norms that
+    // overflowed from finite data pass the full check, and those distances rank as +infinity.
+    if (!(at::isfinite(qn).all() & at::isfinite(pn).all()).item<bool>()) {
+      check_finite(queries, "queries");
+      check_finite(points, "points");
+    }
+  }
   const at::Tensor ex = exclude.defined() ? exclude.to(at::kLong).contiguous() : at::Tensor();
   KnnTopK out;
   out.sqdist = at::empty({m, k}, q.options());
   out.indices = at::empty({m, k}, q.options().dtype(at::kLong));
-  if (q.is_cuda()) {
 #ifdef MD_WITH_CUDA_KERNELS
-    detail::knn_topk_cuda(q, p, k, block, ex, out.sqdist, out.indices);
+  if (q.is_cuda()) {
+    detail::knn_topk_cuda(q, p, qn, pn, k, block, ex, out.sqdist, out.indices);
     return out;
-#else
-    MD_CHECK_VALUE(backend != OpBackend::Native, "knn_sqdist_topk: the native CUDA kernel was requested for ",
-                   q.device(), " but the library was built without CUDA kernels (MD_WITH_CUDA=OFF)");
-    return knn_topk_reference(queries, points, k, exclude);
-#endif
   }
-  MD_CHECK_VALUE(q.device().is_cpu(), "knn_sqdist_topk: unsupported device ", q.device());
-  detail::knn_topk_cpu(q, p, k, block, ex, out.sqdist, out.indices);
+#endif
+  detail::knn_topk_cpu(q, p, qn, pn, k, block, ex, out.sqdist, out.indices);
   return out;
 }
 

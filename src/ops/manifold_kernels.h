@@ -21,11 +21,14 @@ namespace detail {
 void q_sample_target_cpu(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
                          const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
 
+// Squared Euclidean norm of each row of a contiguous [R, D] float32 / float64 tensor.
+at::Tensor row_sqnorms_cpu(const at::Tensor& x);
+
 // The k smallest squared distances per query row, ascending, ties by index, into sqdist [M, k] and
-// indices [M, k]. `exclude` is undefined or [M] int64 (-1 = none). 1 <= k <= N (N - 1 with
-// `exclude`), k + 1 <= block <= N unless block == N.
-void knn_topk_cpu(const at::Tensor& queries, const at::Tensor& points, int64_t k, int64_t block,
-                  const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices);
+// indices [M, k]. qn [M] and pn [N] are the rows' squared norms. `exclude` is undefined or [M] int64
+// (-1 = none). 1 <= k <= N (N - 1 with `exclude`), k + 1 <= block <= N unless block == N.
+void knn_topk_cpu(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn, const at::Tensor& pn,
+                  int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices);
 
 // out = c + U^T U (x - c) per row (c = 0 when `centers` is undefined); `residual` [B], when
 // defined, receives |x - c - U^T U (x - c)|.
@@ -36,8 +39,8 @@ void project_local_pca_cpu(const at::Tensor& x, const at::Tensor& centers, const
 void q_sample_target_cuda(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
                           const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
 
-void knn_topk_cuda(const at::Tensor& queries, const at::Tensor& points, int64_t k, int64_t block,
-                   const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices);
+void knn_topk_cuda(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn, const at::Tensor& pn,
+                   int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices);
 
 // The largest d the CUDA projection kernel takes (its coefficients live in shared memory).
 constexpr int64_t kProjectCudaMaxDim = 4096;

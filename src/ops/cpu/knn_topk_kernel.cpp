@@ -81,12 +81,11 @@ struct RowHeap {
 };
 
 template <typename T>
-void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, int64_t k, int64_t block,
-                       const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices) {
+void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn_t,
+                       const at::Tensor& pn_t, int64_t k, int64_t block, const at::Tensor& exclude,
+                       at::Tensor& sqdist, at::Tensor& indices) {
   const int64_t m = queries.size(0);
   const int64_t n = points.size(0);
-  const at::Tensor qn_t = queries.pow(2).sum(1).contiguous();
-  const at::Tensor pn_t = points.pow(2).sum(1).contiguous();
   const T* qn = qn_t.data_ptr<T>();
   const T* pn = pn_t.data_ptr<T>();
   const int64_t* ex = exclude.defined() ? exclude.data_ptr<int64_t>() : nullptr;
@@ -150,10 +149,43 @@ void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, int6
 
 }  // namespace
 
-void knn_topk_cpu(const at::Tensor& queries, const at::Tensor& points, int64_t k, int64_t block,
-                  const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices) {
+at::Tensor row_sqnorms_cpu(const at::Tensor& x) {
+  const int64_t rows = x.size(0);
+  const int64_t dims = x.size(1);
+  at::Tensor out = at::empty({rows}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "row_sqnorms_cpu", [&] {
+    constexpr int64_t lanes = 8;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(dims, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* row = xp + i * dims;
+        // Independent partial sums so that the loop vectorises.
+        scalar_t acc[lanes] = {};
+        int64_t j = 0;
+        for (; j + lanes <= dims; j += lanes) {
+          for (int64_t l = 0; l < lanes; ++l) {
+            acc[l] += row[j + l] * row[j + l];
+          }
+        }
+        scalar_t sum = 0;
+        for (; j < dims; ++j) {
+          sum += row[j] * row[j];
+        }
+        for (int64_t l = 0; l < lanes; ++l) {
+          sum += acc[l];
+        }
+        op[i] = sum;
+      }
+    });
+  });
+  return out;
+}
+
+void knn_topk_cpu(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn, const at::Tensor& pn,
+                  int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices) {
   AT_DISPATCH_FLOATING_TYPES(queries.scalar_type(), "knn_topk_cpu", [&] {
-    knn_topk_cpu_impl<scalar_t>(queries, points, k, block, exclude, sqdist, indices);
+    knn_topk_cpu_impl<scalar_t>(queries, points, qn, pn, k, block, exclude, sqdist, indices);
   });
 }
 

@@ -170,13 +170,11 @@ void sorted_block_topk(const at::Tensor& dots, const at::Tensor& qn, const at::T
 
 }  // namespace
 
-void knn_topk_cuda(const at::Tensor& queries, const at::Tensor& points, int64_t k, int64_t block,
-                   const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices) {
+void knn_topk_cuda(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn, const at::Tensor& pn,
+                   int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices) {
   const c10::cuda::CUDAGuard guard(queries.device());
   const int64_t m = queries.size(0);
   const int64_t n = points.size(0);
-  const at::Tensor qn = queries.pow(2).sum(1).contiguous();
-  const at::Tensor pn = points.pow(2).sum(1).contiguous();
   at::Tensor buffer = at::empty({m * block}, queries.options());
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t* ex = exclude.defined() ? exclude.data_ptr<int64_t>() : nullptr;
