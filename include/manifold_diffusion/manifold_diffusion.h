@@ -31,7 +31,10 @@
 #include <manifold_diffusion/models/mlp_denoiser.h>
 #include <manifold_diffusion/models/unet.h>
 #include <manifold_diffusion/ops/backend.h>
+#include <manifold_diffusion/ops/knn_topk.h>
+#include <manifold_diffusion/ops/project_local_pca.h>
 #include <manifold_diffusion/ops/q_sample.h>
+#include <manifold_diffusion/ops/q_sample_with_target.h>
 #include <manifold_diffusion/schedules/noise_schedule.h>
 #include <manifold_diffusion/models/denoiser.h>
 #include <manifold_diffusion/samplers/ddim.h>

@@ -41,7 +41,8 @@ struct ReferenceOptions {
 /// point}; distance(x) = |x - project(x)|. The frame carries no gradient (it depends on x only
 /// through the choice of neighbours); project() and distance() are differentiable in x through
 /// the linear projection. The reference points keep their dtype and device; queries
-/// must be on the same device. Each call costs one knn() of the queries, O(N D) per query.
+/// must be on the same device. Each call costs one knn() of the queries, O(N D) per query;
+/// project() and distance() then apply each query's frame with ops::project_local_pca().
 ///
 /// Example:
 /// \code
