@@ -29,7 +29,7 @@ KnnTopK knn_topk_reference(const at::Tensor& queries, const at::Tensor& points, 
   if (exclude.defined()) {
     const at::Tensor excluded = order == exclude.to(at::kLong).unsqueeze(1);
     const at::Tensor back = std::get<1>(at::sort(excluded.to(at::kByte), /*stable=*/true, /*dim=*/1,
-                                                  /*descending=*/false));
+                                                 /*descending=*/false));
     order = order.gather(1, back);
   }
   order = order.narrow(1, 0, k);
@@ -57,8 +57,8 @@ KnnTopK knn_sqdist_topk(const at::Tensor& queries, const at::Tensor& points, int
   const at::Tensor& exclude = options.exclude();
   const int64_t available = exclude.defined() ? n - 1 : n;
   MD_CHECK_VALUE(k >= 1 && k <= available, "knn_sqdist_topk: k must be in [1, ", available, "] (",
-                 exclude.defined() ? "the number of points less the excluded one" : "the number of points",
-                 "), got ", k);
+                 exclude.defined() ? "the number of points less the excluded one" : "the number of points", "), got ",
+                 k);
   MD_CHECK_VALUE(options.block_points() >= 0, "knn_sqdist_topk: block_points must be >= 0 (0 = automatic), got ",
                  options.block_points());
   if (exclude.defined()) {

@@ -18,8 +18,8 @@ namespace detail {
 
 // x_t = a * x0 + b * noise and, for VPrediction, v = a * noise - b * x0 into `v` (undefined
 // otherwise). `t` undefined: sample i uses table entry i.
-void q_sample_target_cpu(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
-                         const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
+void q_sample_target_cpu(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t, const at::Tensor& signal,
+                         const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
 
 // Squared Euclidean norm of each row of a contiguous [R, D] float32 / float64 tensor.
 at::Tensor row_sqnorms_cpu(const at::Tensor& x);
@@ -36,8 +36,8 @@ void project_local_pca_cpu(const at::Tensor& x, const at::Tensor& centers, const
                            const at::Tensor& assign, at::Tensor& out, at::Tensor& residual);
 
 #ifdef MD_WITH_CUDA_KERNELS
-void q_sample_target_cuda(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
-                          const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
+void q_sample_target_cuda(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t, const at::Tensor& signal,
+                          const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v);
 
 void knn_topk_cuda(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn, const at::Tensor& pn,
                    int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist, at::Tensor& indices);

@@ -19,8 +19,8 @@ LocalPcaProjection project_reference(const at::Tensor& x, const at::Tensor& cent
   const at::Tensor c = centers.to(at::kDouble).index_select(0, idx);  // [B, D]
   const at::Tensor u = bases.to(at::kDouble).index_select(0, idx);    // [B, d, D]
   const at::Tensor y = x.to(at::kDouble) - c;
-  const at::Tensor coef = at::bmm(u, y.unsqueeze(2));                  // [B, d, 1]
-  const at::Tensor t = at::bmm(u.transpose(1, 2), coef).squeeze(2);    // [B, D]
+  const at::Tensor coef = at::bmm(u, y.unsqueeze(2));                // [B, d, 1]
+  const at::Tensor t = at::bmm(u.transpose(1, 2), coef).squeeze(2);  // [B, D]
   LocalPcaProjection out;
   out.projected = (c + t).to(x.scalar_type());
   out.residual_norm = (y - t).norm(2, 1).to(x.scalar_type());
@@ -94,19 +94,20 @@ LocalPcaProjection project_checked(const at::Tensor& x, const at::Tensor& center
   const int64_t frames = centers.size(0);
   MD_CHECK_VALUE(centers.size(1) == dims, "centers: expected [K, D] with D = ", dims, " (x is ", shape_string(x),
                  "), got ", shape_string(centers));
-  MD_CHECK_VALUE(bases.size(0) == frames && bases.size(2) == dims, "bases: expected [K, d, D] = [", frames,
-                 ", d, ", dims, "] (K from centers ", shape_string(centers), "), got ", shape_string(bases));
+  MD_CHECK_VALUE(bases.size(0) == frames && bases.size(2) == dims, "bases: expected [K, d, D] = [", frames, ", d, ",
+                 dims, "] (K from centers ", shape_string(centers), "), got ", shape_string(bases));
   check_index_range(assign, "assign", 0, frames);
 
-  const bool any_grad = at::GradMode::is_enabled() && (x.requires_grad() || centers.requires_grad() ||
-                                                       bases.requires_grad());
+  const bool any_grad =
+      at::GradMode::is_enabled() && (x.requires_grad() || centers.requires_grad() || bases.requires_grad());
   const bool frames_need_grad = any_grad && (centers.requires_grad() || bases.requires_grad());
   bool reference = backend == OpBackend::Reference || frames_need_grad;
   if (!reference && x.is_cuda()) {
 #ifdef MD_WITH_CUDA_KERNELS
     const bool fits = bases.size(1) <= detail::kProjectCudaMaxDim;
-    MD_CHECK_VALUE(fits || backend != OpBackend::Native, "project_local_pca: the CUDA kernel takes d <= ",
-                   detail::kProjectCudaMaxDim, ", got bases ", shape_string(bases));
+    MD_CHECK_VALUE(fits || backend != OpBackend::Native,
+                   "project_local_pca: the CUDA kernel takes d <= ", detail::kProjectCudaMaxDim, ", got bases ",
+                   shape_string(bases));
     reference = !fits;
 #else
     MD_CHECK_VALUE(backend != OpBackend::Native, "project_local_pca: the native CUDA kernel was requested for ",

@@ -70,7 +70,11 @@ NoisedSample q_sample_with_target(const at::Tensor& x0, const at::Tensor& noise,
                    x0.size(0), "), got ", signal.numel(), " entries");
   }
 
-  if (backend == OpBackend::Reference) {
+  // The native paths write plain tensors: inputs that need a gradient take the differentiable
+  // reference.
+  const bool needs_grad = at::GradMode::is_enabled() && (x0.requires_grad() || noise.requires_grad() ||
+                                                         signal.requires_grad() || noise_scale.requires_grad());
+  if (backend == OpBackend::Reference || needs_grad) {
     return q_sample_with_target_reference(x0, noise, t, signal, noise_scale, target);
   }
   const at::Tensor x0c = x0.contiguous();

@@ -8,9 +8,9 @@
 
 namespace {
 
+using mdiff::ops::knn_sqdist_topk;
 using mdiff::ops::KnnTopK;
 using mdiff::ops::KnnTopKOptions;
-using mdiff::ops::knn_sqdist_topk;
 using mdiff::ops::OpBackend;
 
 at::Tensor randn(at::IntArrayRef shape, uint64_t seed, at::ScalarType dt = at::kDouble) {
@@ -38,8 +38,8 @@ TEST(KnnTopK, NativeMatchesReferenceAcrossShapesAndBlocks) {
   struct Case {
     int64_t m, n, d, k, block;
   };
-  const Case cases[] = {{1, 1, 3, 1, 0},     {1, 50, 4, 1, 0},    {7, 50, 4, 50, 0},  {7, 50, 4, 50, 3},
-                        {30, 200, 7, 6, 16}, {30, 200, 7, 6, 7},  {65, 300, 5, 10, 0}, {33, 257, 9, 64, 70},
+  const Case cases[] = {{1, 1, 3, 1, 0},     {1, 50, 4, 1, 0},       {7, 50, 4, 50, 0},     {7, 50, 4, 50, 3},
+                        {30, 200, 7, 6, 16}, {30, 200, 7, 6, 7},     {65, 300, 5, 10, 0},   {33, 257, 9, 64, 70},
                         {20, 400, 3, 65, 0}, {20, 400, 3, 100, 130}, {3, 1000, 16, 12, 101}};
   for (const auto& c : cases) {
     for (auto dt : {at::kDouble, at::kFloat}) {
@@ -49,9 +49,8 @@ TEST(KnnTopK, NativeMatchesReferenceAcrossShapesAndBlocks) {
       const KnnTopK ref = knn_sqdist_topk(q, p, c.k, OpBackend::Reference, opts);
       const KnnTopK fast = knn_sqdist_topk(q, p, c.k, OpBackend::Native, opts);
       EXPECT_EQ(fast.sqdist.scalar_type(), dt);
-      const std::string what = "m " + std::to_string(c.m) + " n " + std::to_string(c.n) + " k " +
-                               std::to_string(c.k) + " block " + std::to_string(c.block) +
-                               (dt == at::kFloat ? " float32" : " float64");
+      const std::string what = "m " + std::to_string(c.m) + " n " + std::to_string(c.n) + " k " + std::to_string(c.k) +
+                               " block " + std::to_string(c.block) + (dt == at::kFloat ? " float32" : " float64");
       if (dt == at::kDouble) {
         expect_same(fast, ref, 1e-12, what);
         const KnnTopK exact = brute(q, p, c.k);
@@ -125,7 +124,7 @@ TEST(KnnTopK, ExcludeLeavesOneIndexOut) {
 }
 
 TEST(KnnTopK, NonContiguousInputsAndEmptyQueries) {
-  const at::Tensor q = randn({9, 12}, 4).t();   // [12, 9]
+  const at::Tensor q = randn({9, 12}, 4).t();                                   // [12, 9]
   const at::Tensor p = randn({40, 18}, 5).narrow(1, 0, 18).slice(1, 0, 18, 2);  // [40, 9] strided
   ASSERT_FALSE(q.is_contiguous());
   ASSERT_FALSE(p.is_contiguous());
@@ -170,7 +169,8 @@ TEST(KnnTopK, RejectsBadInput) {
   MD_EXPECT_ERROR(knn_sqdist_topk(p, p.to(at::kFloat), 2), "queries", "points", "same dtype");
   MD_EXPECT_ERROR(knn_sqdist_topk(p.to(at::kHalf), p.to(at::kHalf), 2), "queries", "float32 or float64", "Half");
   MD_EXPECT_ERROR(knn_sqdist_topk(p.to(at::kLong), p.to(at::kLong), 2), "queries", "float32 or float64");
-  MD_EXPECT_ERROR(knn_sqdist_topk(at::empty({3, 3}, at::kDouble), at::empty({0, 3}, at::kDouble), 1), "k must be in [1, 0]");
+  MD_EXPECT_ERROR(knn_sqdist_topk(at::empty({3, 3}, at::kDouble), at::empty({0, 3}, at::kDouble), 1),
+                  "k must be in [1, 0]");
   MD_EXPECT_ERROR(knn_sqdist_topk(p, p, 2, OpBackend::Auto, KnnTopKOptions().block_points(-1)), "block_points",
                   "got -1");
   MD_EXPECT_ERROR(knn_sqdist_topk(p, p, 2, OpBackend::Auto, KnnTopKOptions().exclude(at::arange(9, at::kLong))),
@@ -188,8 +188,8 @@ TEST(KnnTopK, MatchesCpuReference_CUDA) {
   struct Case {
     int64_t m, n, d, k, block;
   };
-  const Case cases[] = {{1, 1, 3, 1, 0},      {5, 50, 4, 50, 0},    {30, 200, 7, 6, 16},  {64, 3000, 20, 10, 0},
-                        {33, 257, 9, 64, 70}, {20, 400, 3, 65, 0},  {20, 400, 3, 100, 130}, {130, 2000, 50, 8, 777}};
+  const Case cases[] = {{1, 1, 3, 1, 0},      {5, 50, 4, 50, 0},   {30, 200, 7, 6, 16},    {64, 3000, 20, 10, 0},
+                        {33, 257, 9, 64, 70}, {20, 400, 3, 65, 0}, {20, 400, 3, 100, 130}, {130, 2000, 50, 8, 777}};
   for (const auto& c : cases) {
     const at::Tensor q = randn({c.m, c.d}, 10 + static_cast<uint64_t>(c.m));
     const at::Tensor p = randn({c.n, c.d}, 20 + static_cast<uint64_t>(c.n));

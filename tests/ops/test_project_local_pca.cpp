@@ -94,15 +94,15 @@ TEST(ProjectLocalPca, ProjectionIsIdempotentAndTheResidualNormal) {
   const auto r = project_local_pca_with_residual(pb.x, pb.centers, pb.bases, pb.assign);
   const at::Tensor again = project_local_pca(r.projected, pb.centers, pb.bases, pb.assign);
   EXPECT_TRUE(at::allclose(again, r.projected, 1e-12, 1e-12));
-  const at::Tensor u = pb.bases.index_select(0, pb.assign);                                // [B, d, D]
-  const at::Tensor normal = (pb.x - r.projected).unsqueeze(2);                              // [B, D, 1]
+  const at::Tensor u = pb.bases.index_select(0, pb.assign);     // [B, d, D]
+  const at::Tensor normal = (pb.x - r.projected).unsqueeze(2);  // [B, D, 1]
   EXPECT_LT(at::bmm(u, normal).abs().max().item<double>(), 1e-12);
   EXPECT_TRUE(at::allclose(r.residual_norm, (pb.x - r.projected).norm(2, 1), 1e-12, 1e-12));
 }
 
 TEST(ProjectLocalPca, NonContiguousInputsAndInt32Assign) {
   const Problem pb = make_problem(12, 10, 2, 4, 21);
-  const at::Tensor x = pb.x.t().contiguous().t();                      // column-major [12, 10]
+  const at::Tensor x = pb.x.t().contiguous().t();                                      // column-major [12, 10]
   const at::Tensor centers = at::cat({pb.centers, pb.centers}, 1).slice(1, 0, 20, 2);  // strided
   const at::Tensor bases = pb.bases.transpose(1, 2).contiguous().transpose(1, 2);      // [K, d, D] strided
   ASSERT_FALSE(x.is_contiguous());
@@ -124,8 +124,8 @@ TEST(ProjectLocalPca, EmptyBatchAndBatchOfOne) {
     EXPECT_EQ(one.projected.sizes(), (at::IntArrayRef{1, 6}));
   }
   // No frames at all is fine for an empty batch.
-  const at::Tensor none = project_local_pca(at::empty({0, 6}), at::empty({0, 6}), at::empty({0, 2, 6}),
-                                            at::empty({0}, at::kLong));
+  const at::Tensor none =
+      project_local_pca(at::empty({0, 6}), at::empty({0, 6}), at::empty({0, 2, 6}), at::empty({0}, at::kLong));
   EXPECT_EQ(none.sizes(), (at::IntArrayRef{0, 6}));
 }
 
@@ -190,8 +190,8 @@ TEST(ProjectLocalPca, MatchesCpuReference_CUDA) {
     for (auto dt : {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16}) {
       const auto ref = project_local_pca_with_residual(pb.x.to(dt), pb.centers.to(dt), pb.bases.to(dt), pb.assign,
                                                        OpBackend::Reference);
-      const auto gpu = project_local_pca_with_residual(pb.x.to(dev, dt), pb.centers.to(dev, dt),
-                                                       pb.bases.to(dev, dt), pb.assign.to(dev), OpBackend::Native);
+      const auto gpu = project_local_pca_with_residual(pb.x.to(dev, dt), pb.centers.to(dev, dt), pb.bases.to(dev, dt),
+                                                       pb.assign.to(dev), OpBackend::Native);
       ASSERT_TRUE(gpu.projected.is_cuda());
       const double tol = tolerance(dt);
       EXPECT_TRUE(at::allclose(gpu.projected.cpu().to(at::kDouble), ref.projected.to(at::kDouble), tol, tol))

@@ -48,7 +48,8 @@ TEST(QSampleTarget, MatchesTheClosedForm) {
   const at::Tensor b = at::tensor({0.6, 0.8}, at::kDouble);
   // Row 0 uses t = 1 (a = 0.6, b = 0.8), row 1 uses t = 0 (a = 0.8, b = 0.6).
   const at::Tensor x_t =
-      at::tensor({0.6 * 1 + 0.8 * 0.5, 0.6 * 2 - 0.8, 0.8 * -1 + 0.6 * 2, 0.8 * 0.5 + 0.6}, at::kDouble).reshape({2, 2});
+      at::tensor({0.6 * 1 + 0.8 * 0.5, 0.6 * 2 - 0.8, 0.8 * -1 + 0.6 * 2, 0.8 * 0.5 + 0.6}, at::kDouble)
+          .reshape({2, 2});
   const at::Tensor v =
       at::tensor({0.6 * 0.5 - 0.8 * 1, 0.6 * -1 - 0.8 * 2, 0.8 * 2 + 0.6, 0.8 * 1 - 0.6 * 0.5}, at::kDouble)
           .reshape({2, 2});
@@ -110,8 +111,8 @@ TEST(QSampleTarget, PerSampleTablesWithoutTimesteps) {
   const auto via_t = q_sample_with_target(x0, noise, at::arange(6, at::kLong), a, b, TrainingTarget::VPrediction);
   EXPECT_TRUE(at::allclose(got.x_t, via_t.x_t, 0, 1e-15));
   EXPECT_TRUE(at::allclose(got.target, via_t.target, 0, 1e-15));
-  const auto ref = q_sample_with_target(x0, noise, at::Tensor(), a, b, TrainingTarget::VPrediction,
-                                        OpBackend::Reference);
+  const auto ref =
+      q_sample_with_target(x0, noise, at::Tensor(), a, b, TrainingTarget::VPrediction, OpBackend::Reference);
   EXPECT_TRUE(at::allclose(got.target, ref.target, 0, 1e-14));
   const at::Tensor col = a.view({6, 1, 1});
   const at::Tensor sig = b.view({6, 1, 1});
@@ -140,11 +141,25 @@ TEST(QSampleTarget, NonContiguousInputsInt32TimestepsAndFloatTables) {
   const at::Tensor t = at::randint(0, 50, {6}, at::kInt);
   for (auto target : kTargets) {
     const auto ref = q_sample_with_target(x0, noise, t, tab.signal, tab.noise_scale, target, OpBackend::Reference);
-    const auto fast = q_sample_with_target(x0, noise, t, tab.signal.to(at::kFloat), tab.noise_scale.to(at::kFloat),
-                                           target);
+    const auto fast =
+        q_sample_with_target(x0, noise, t, tab.signal.to(at::kFloat), tab.noise_scale.to(at::kFloat), target);
     EXPECT_TRUE(at::allclose(fast.x_t, ref.x_t, 1e-6, 1e-6)) << target;
     EXPECT_TRUE(at::allclose(fast.target, ref.target, 1e-6, 1e-6)) << target;
   }
+}
+
+TEST(QSampleTarget, InputsNeedingAGradientTakeTheDifferentiableReference) {
+  const Tables tab = linear_tables(100);
+  const at::Tensor x0 = at::randn({3, 5}, at::kDouble).requires_grad_(true);
+  const at::Tensor noise = at::randn({3, 5}, at::kDouble);
+  const at::Tensor t = at::tensor({4, 50, 99}, at::kLong);
+  const auto s = q_sample_with_target(x0, noise, t, tab.signal, tab.noise_scale, TrainingTarget::VPrediction);
+  ASSERT_TRUE(s.x_t.requires_grad());
+  (s.x_t.sum() + s.target.sum()).backward();
+  // d/dx0 of (a x0 + b eps) + (a eps - b x0) = a - b per entry.
+  const at::Tensor a = tab.signal.index_select(0, t).unsqueeze(1);
+  const at::Tensor b = tab.noise_scale.index_select(0, t).unsqueeze(1);
+  EXPECT_TRUE(at::allclose(x0.grad(), (a - b).expand({3, 5}), 0, 1e-12));
 }
 
 TEST(QSampleTarget, EmptyBatchReturnsEmpty) {
@@ -174,8 +189,8 @@ TEST(QSampleTarget, RejectsBadInput) {
                   "[4, 2]");
   MD_EXPECT_ERROR(q_sample_with_target(x0, noise.to(at::kDouble), t, tab.signal, tab.noise_scale, v), "noise",
                   "Double");
-  MD_EXPECT_ERROR(q_sample_with_target(x0.to(at::kLong), noise.to(at::kLong), t, tab.signal, tab.noise_scale, v),
-                  "x0", "floating");
+  MD_EXPECT_ERROR(q_sample_with_target(x0.to(at::kLong), noise.to(at::kLong), t, tab.signal, tab.noise_scale, v), "x0",
+                  "floating");
   MD_EXPECT_ERROR(q_sample_with_target(x0, noise, t.to(at::kFloat), tab.signal, tab.noise_scale, v), "t", "integer");
   MD_EXPECT_ERROR(q_sample_with_target(x0, noise, at::tensor({0, 1}, at::kLong), tab.signal, tab.noise_scale, v), "t",
                   "[4]", "[2]");
@@ -189,9 +204,9 @@ TEST(QSampleTarget, RejectsBadInput) {
                   "1 dimensions");
   MD_EXPECT_ERROR(q_sample_with_target(x0, noise, at::Tensor(), tab.signal, tab.noise_scale, v), "signal",
                   "one coefficient per sample (4)", "got 10");
-  MD_EXPECT_ERROR(q_sample_with_target(at::scalar_tensor(1.0), at::scalar_tensor(1.0), t, tab.signal, tab.noise_scale,
-                                       v),
-                  "batch dimension");
+  MD_EXPECT_ERROR(
+      q_sample_with_target(at::scalar_tensor(1.0), at::scalar_tensor(1.0), t, tab.signal, tab.noise_scale, v),
+      "batch dimension");
   MD_EXPECT_ERROR(q_sample_with_target(x0, noise, t, at::zeros({0}, at::kDouble), at::zeros({0}, at::kDouble), v),
                   "non-empty");
   MD_EXPECT_ERROR(q_sample_with_target(at::Tensor(), noise, t, tab.signal, tab.noise_scale, v), "x0", "undefined");

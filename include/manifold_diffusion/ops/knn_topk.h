@@ -53,7 +53,8 @@ struct KnnTopKOptions {
 /// Points are taken in blocks: q p^T of a block is one at::mm (BLAS, oneDNN or cuBLAS do the
 /// flops), and a fused epilogue forms d2 and merges it into each row's running top-k (CPU: a
 /// per-row max-heap inside at::parallel_for over rows; CUDA: one thread block per row keeping
-/// per-thread sorted lists merged by warp shuffles for k <= 64, a stable sort of the block above). Ties are broken by the smaller index, so results are deterministic.
+/// per-thread sorted lists merged by warp shuffles for k <= 64, a stable sort of the block above).
+/// Ties are broken by the smaller index, so results are deterministic.
 /// The expanded form loses precision when distances are small against the norms (relative error
 /// about 1e-7 of |q|^2 in float32): manifold's knn() re-measures its candidates exactly.
 ///

@@ -29,7 +29,7 @@ enum class TrainingTarget {
 ///
 /// Example:
 /// \code
-///   mdiff::ops::NoisedSample s = mdiff::ops::q_sample_with_target(x0, eps, t, a, b, mdiff::ops::TrainingTarget::Epsilon);
+///   auto s = mdiff::ops::q_sample_with_target(x0, eps, t, a, b, mdiff::ops::TrainingTarget::Epsilon);
 ///   at::Tensor loss = (net(s.x_t, t) - s.target).pow(2).mean();
 /// \endcode
 struct NoisedSample {
@@ -53,8 +53,9 @@ struct NoisedSample {
 ///
 /// For Epsilon and Sample the target is the input tensor itself (`noise` or `x0`, not a copy) and
 /// the pass writes x_t alone; for VPrediction both outputs are written in the same pass. Arithmetic
-/// is float32 for the reduced-precision dtypes and float64 for float64. No gradient flows through
-/// the native path (training inputs are data and noise); OpBackend::Reference is differentiable.
+/// is float32 for the reduced-precision dtypes and float64 for float64. The native paths carry no
+/// gradient (training inputs are data and noise): when an input requires one, the differentiable
+/// reference runs instead.
 ///
 /// Example:
 /// \code
@@ -74,9 +75,12 @@ template <>
 struct EnumTraits<ops::TrainingTarget> {
   static constexpr const char* type_name = "TrainingTarget";
   static constexpr EnumEntry<ops::TrainingTarget> entries[] = {
-      {ops::TrainingTarget::Epsilon, "epsilon"},          {ops::TrainingTarget::Epsilon, "eps"},
-      {ops::TrainingTarget::Sample, "sample"},            {ops::TrainingTarget::Sample, "x0"},
-      {ops::TrainingTarget::VPrediction, "v_prediction"}, {ops::TrainingTarget::VPrediction, "v"},
+      {ops::TrainingTarget::Epsilon, "epsilon"},
+      {ops::TrainingTarget::Epsilon, "eps"},
+      {ops::TrainingTarget::Sample, "sample"},
+      {ops::TrainingTarget::Sample, "x0"},
+      {ops::TrainingTarget::VPrediction, "v_prediction"},
+      {ops::TrainingTarget::VPrediction, "v"},
   };
 };
 

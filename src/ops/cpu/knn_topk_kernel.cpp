@@ -16,12 +16,12 @@ namespace detail {
 namespace {
 
 // A max-heap of (distance, index) pairs, ordered lexicographically, kept in two parallel arrays of
-// capacity k (a row of the outputs). The root is the worst kept candidate.
+// capacity k (a row of the outputs; the caller keeps size <= k). The root is the worst kept
+// candidate.
 template <typename T>
 struct RowHeap {
   T* d;
   int64_t* idx;
-  int64_t k;
   int64_t size;
 
   static bool less(T da, int64_t ia, T db, int64_t ib) { return da < db || (da == db && ia < ib); }
@@ -82,8 +82,8 @@ struct RowHeap {
 
 template <typename T>
 void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, const at::Tensor& qn_t,
-                       const at::Tensor& pn_t, int64_t k, int64_t block, const at::Tensor& exclude,
-                       at::Tensor& sqdist, at::Tensor& indices) {
+                       const at::Tensor& pn_t, int64_t k, int64_t block, const at::Tensor& exclude, at::Tensor& sqdist,
+                       at::Tensor& indices) {
   const int64_t m = queries.size(0);
   const int64_t n = points.size(0);
   const T* qn = qn_t.data_ptr<T>();
@@ -114,7 +114,7 @@ void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, cons
           row[j] = v < T(0) ? T(0) : v;  // NaN stays NaN (ranked as +inf below)
         }
         const int64_t skip = ex != nullptr && ex[i] >= c0 && ex[i] < c0 + cols ? ex[i] - c0 : -1;
-        RowHeap<T> heap{out_d + i * k, out_i + i * k, k, sizes[i]};
+        RowHeap<T> heap{out_d + i * k, out_i + i * k, sizes[i]};
         int64_t j = 0;
         for (; j < cols && heap.size < k; ++j) {
           if (j == skip) {
@@ -141,7 +141,7 @@ void knn_topk_cpu_impl(const at::Tensor& queries, const at::Tensor& points, cons
   }
   at::parallel_for(0, m, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      RowHeap<T> heap{out_d + i * k, out_i + i * k, k, sizes[i]};
+      RowHeap<T> heap{out_d + i * k, out_i + i * k, sizes[i]};
       heap.sort();
     }
   });
@@ -153,11 +153,12 @@ at::Tensor row_sqnorms_cpu(const at::Tensor& x) {
   const int64_t rows = x.size(0);
   const int64_t dims = x.size(1);
   at::Tensor out = at::empty({rows}, x.options());
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(dims, 1));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "row_sqnorms_cpu", [&] {
     constexpr int64_t lanes = 8;
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(dims, 1)), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const scalar_t* row = xp + i * dims;
         // Independent partial sums so that the loop vectorises.

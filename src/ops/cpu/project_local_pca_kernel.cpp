@@ -120,9 +120,8 @@ void project_local_pca_cpu(const at::Tensor& x, const at::Tensor& centers, const
     }
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "project_local_pca_cpu", [&] {
-    project_rows<scalar_t>(x, centers, bases, assign, out, residual);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "project_local_pca_cpu",
+                                  [&] { project_rows<scalar_t>(x, centers, bases, assign, out, residual); });
 }
 
 }  // namespace detail

@@ -10,8 +10,8 @@ namespace manifold_diffusion {
 namespace ops {
 namespace detail {
 
-void q_sample_target_cpu(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
-                         const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v) {
+void q_sample_target_cpu(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t, const at::Tensor& signal,
+                         const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v) {
   const int64_t total = x0.numel();
   if (total == 0) {
     return;

@@ -59,10 +59,9 @@ __device__ __forceinline__ void warp_arg_min(T& v, int64_t& i) {
 // k rounds of a shuffle arg-min, and warp 0 merges the warps' lists with the running top-k of the
 // earlier blocks (whose indices are all smaller) into the new running top-k.
 template <typename T, int MAXK>
-__global__ void knn_block_topk_kernel(const T* __restrict__ dots, const T* __restrict__ qn,
-                                      const T* __restrict__ pn, const int64_t* __restrict__ exclude, int64_t m,
-                                      int64_t cols, int64_t c0, int k, bool has_running, T* __restrict__ out_d,
-                                      int64_t* __restrict__ out_i) {
+__global__ void knn_block_topk_kernel(const T* __restrict__ dots, const T* __restrict__ qn, const T* __restrict__ pn,
+                                      const int64_t* __restrict__ exclude, int64_t m, int64_t cols, int64_t c0, int k,
+                                      bool has_running, T* __restrict__ out_d, int64_t* __restrict__ out_i) {
   __shared__ T list_v[kWarpsPerRow + 1][MAXK];
   __shared__ int64_t list_i[kWarpsPerRow + 1][MAXK];
   const int lane = static_cast<int>(threadIdx.x) % kWarp;

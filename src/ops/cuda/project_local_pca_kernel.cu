@@ -108,8 +108,8 @@ void project_local_pca_cuda(const at::Tensor& x, const at::Tensor& centers, cons
     using opmath_t = at::opmath_type<scalar_t>;
     const size_t shared = static_cast<size_t>(std::max<int64_t>(d, 1)) * sizeof(opmath_t);
     project_local_pca_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, shared, stream>>>(
-        x.data_ptr<scalar_t>(), centers.defined() ? centers.data_ptr<scalar_t>() : nullptr,
-        bases.data_ptr<scalar_t>(), assign.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+        x.data_ptr<scalar_t>(), centers.defined() ? centers.data_ptr<scalar_t>() : nullptr, bases.data_ptr<scalar_t>(),
+        assign.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
         residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, rows, x.size(1), d);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

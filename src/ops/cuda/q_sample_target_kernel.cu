@@ -37,8 +37,8 @@ __global__ void q_sample_target_kernel(const scalar_t* __restrict__ x0, const sc
 
 }  // namespace
 
-void q_sample_target_cuda(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t,
-                          const at::Tensor& signal, const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v) {
+void q_sample_target_cuda(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t, const at::Tensor& signal,
+                          const at::Tensor& noise_scale, at::Tensor& x_t, at::Tensor& v) {
   const int64_t total = x0.numel();
   if (total == 0) {
     return;
