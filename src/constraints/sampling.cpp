@@ -3,6 +3,7 @@
 #include <manifold_diffusion/constraints/spec.h>
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/ops/project_local_pca.h>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -123,7 +124,10 @@ at::Tensor ManifoldConstraint::on_x0(const StepContext& ctx, at::Tensor x0) {
   }
   const at::Tensor flat = x.flatten(1);
   const at::Tensor origin = frame.origin.to(flat.options());
-  const at::Tensor normal = split_tangent_normal(flat - origin, frame.basis.to(flat.options())).second;  // [N, D]
+  // The normal part (I - U U^T)(x - origin) = x - project onto the frame, one fused pass per row.
+  const at::Tensor own = at::arange(flat.size(0), flat.options().dtype(at::kLong));
+  const at::Tensor normal =
+      flat - ops::project_local_pca(flat, origin, frame.basis.to(flat.options()).transpose(1, 2), own);  // [N, D]
   at::Tensor moved;
   if (options_.mode() == ManifoldMode::Project) {
     moved = -options_.strength() * normal;

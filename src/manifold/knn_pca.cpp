@@ -1,5 +1,6 @@
 #include <manifold_diffusion/manifold/knn.h>
 #include <manifold_diffusion/manifold/pca.h>
+#include <manifold_diffusion/ops/knn_topk.h>
 
 #include "common.h"
 
@@ -29,8 +30,6 @@ KnnResult knn_impl(const at::Tensor& queries, const at::Tensor& points, int64_t 
   const int64_t kk = k + extra;
   const int64_t col_block = std::min<int64_t>(n, std::max<int64_t>(kk, std::min<int64_t>(65536, options.block_entries())));
   const int64_t row_block = std::max<int64_t>(1, options.block_entries() / col_block);
-  const at::Tensor pn = p.pow(2).sum(1);
-  const double inf = std::numeric_limits<double>::infinity();
 
   KnnResult out;
   out.distances = at::empty({nq, k}, q.options());
@@ -38,44 +37,28 @@ KnnResult knn_impl(const at::Tensor& queries, const at::Tensor& points, int64_t 
   for (int64_t r0 = 0; r0 < nq; r0 += row_block) {
     const int64_t rows = std::min(row_block, nq - r0);
     const at::Tensor qb = q.narrow(0, r0, rows);
-    const at::Tensor qn = qb.pow(2).sum(1, /*keepdim=*/true);
-    at::Tensor best_d;
-    at::Tensor best_i;
-    for (int64_t c0 = 0; c0 < n; c0 += col_block) {
-      const int64_t cols = std::min(col_block, n - c0);
-      at::Tensor d2 = at::addmm(qn + pn.narrow(0, c0, cols).unsqueeze(0), qb, p.narrow(0, c0, cols).t(),
-                                /*beta=*/1, /*alpha=*/-2);
-      if (exclude_self && r0 < c0 + cols && c0 < r0 + rows) {
-        d2.diagonal(r0 - c0).fill_(inf);  // entries (j, j + r0 - c0): global row r0 + j == global column
-      }
-      const int64_t take = std::min(kk, cols);
-      auto top = d2.topk(take, 1, /*largest=*/false, /*sorted=*/false);
-      at::Tensor vals = std::get<0>(top);
-      at::Tensor idx = std::get<1>(top) + c0;
-      if (best_d.defined()) {
-        vals = at::cat({best_d, vals}, 1);
-        idx = at::cat({best_i, idx}, 1);
-        if (vals.size(1) > kk) {
-          auto merged = vals.topk(kk, 1, /*largest=*/false, /*sorted=*/false);
-          vals = std::get<0>(merged);
-          idx = idx.gather(1, std::get<1>(merged));
-        }
-      }
-      best_d = vals;
-      best_i = idx;
+    // Candidates from the expanded formula: the fused blocked product + running top-k (the inputs
+    // were checked finite by the callers).
+    auto search = ops::KnnTopKOptions().block_points(col_block).check_finite(false);
+    if (exclude_self) {
+      search.exclude(at::arange(r0, r0 + rows, q.options().dtype(at::kLong)));
     }
-    at::Tensor dist;
-    if (options.refine()) {
-      // Exact distances of the candidates, a few queries at a time to bound the gathered block.
-      dist = at::empty_like(best_d);
-      const int64_t chunk = std::max<int64_t>(1, options.block_entries() / std::max<int64_t>(kk * dims, 1));
-      for (int64_t s = 0; s < rows; s += chunk) {
-        const int64_t m = std::min(chunk, rows - s);
-        const at::Tensor cand = p.index_select(0, best_i.narrow(0, s, m).reshape({-1})).view({m, kk, dims});
-        dist.narrow(0, s, m).copy_((qb.narrow(0, s, m).unsqueeze(1) - cand).pow(2).sum(2).sqrt());
-      }
-    } else {
-      dist = best_d.clamp_min(0).sqrt();
+    const ops::KnnTopK top = ops::knn_sqdist_topk(qb, p, kk, ops::OpBackend::Auto, search);
+    const at::Tensor& best_d = top.sqdist;
+    const at::Tensor& best_i = top.indices;
+    if (!options.refine()) {
+      // Already ascending by (distance, index).
+      out.distances.narrow(0, r0, rows).copy_(best_d.sqrt());
+      out.indices.narrow(0, r0, rows).copy_(best_i);
+      continue;
+    }
+    // Exact distances of the candidates, a few queries at a time to bound the gathered block.
+    at::Tensor dist = at::empty_like(best_d);
+    const int64_t chunk = std::max<int64_t>(1, options.block_entries() / std::max<int64_t>(kk * dims, 1));
+    for (int64_t s = 0; s < rows; s += chunk) {
+      const int64_t m = std::min(chunk, rows - s);
+      const at::Tensor cand = p.index_select(0, best_i.narrow(0, s, m).reshape({-1})).view({m, kk, dims});
+      dist.narrow(0, s, m).copy_((qb.narrow(0, s, m).unsqueeze(1) - cand).pow(2).sum(2).sqrt());
     }
     // Sort by (distance, index): by index first, then a stable sort by distance.
     auto by_index = best_i.sort(1);

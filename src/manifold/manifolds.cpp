@@ -1,6 +1,7 @@
 #include <manifold_diffusion/manifold/analytic.h>
 #include <manifold_diffusion/manifold/pca.h>
 #include <manifold_diffusion/manifold/reference.h>
+#include <manifold_diffusion/ops/project_local_pca.h>
 
 #include "common.h"
 
@@ -202,13 +203,19 @@ LocalFrame ReferenceManifold::local_frame(const at::Tensor& x) const {
   return frame;
 }
 
-at::Tensor ReferenceManifold::project(const at::Tensor& x) const {
-  const at::Tensor f = flat(x);
+// Each query has its own frame (the local PCA of its neighbours): frame i is applied to row i by
+// the fused projection, without the [N, D, d] products of a batched matmul.
+ops::LocalPcaProjection ReferenceManifold::project_onto_frames(const at::Tensor& f) const {
   const LocalFrame frame = local_frame(f);
-  const at::Tensor y = (f - frame.origin).unsqueeze(2);
-  const at::Tensor t = at::bmm(frame.basis, at::bmm(frame.basis.transpose(1, 2), y)).squeeze(2);
-  return (frame.origin + t).view(x.sizes());
+  const at::Tensor own = at::arange(f.size(0), f.options().dtype(at::kLong));
+  return ops::project_local_pca_with_residual(f, frame.origin, frame.basis.transpose(1, 2), own);
 }
+
+at::Tensor ReferenceManifold::project(const at::Tensor& x) const {
+  return project_onto_frames(flat(x)).projected.view(x.sizes());
+}
+
+at::Tensor ReferenceManifold::distance(const at::Tensor& x) const { return project_onto_frames(flat(x)).residual_norm; }
 
 at::Tensor ReferenceManifold::tangent_basis(const at::Tensor& x) const { return local_frame(x).basis; }
 

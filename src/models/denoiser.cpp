@@ -1,5 +1,6 @@
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/models/denoiser.h>
+#include <manifold_diffusion/ops/q_sample_with_target.h>
 
 #include <ATen/ATen.h>
 
@@ -334,7 +335,24 @@ Denoiser::LossTerms Denoiser::training_loss_terms(const at::Tensor& x0, const at
   r.alpha_bar = alpha_bar_at(t);
   const at::Tensor ab = per_sample(r.alpha_bar, x0);
   if (input_noise.defined()) check_same_shape(x0, "x0", input_noise, "input_noise");
-  r.x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * (input_noise.defined() ? input_noise : noise);
+  // x_t and the target in one pass where the target is one of the fused ones (the per-sample
+  // tables are sqrt(alpha_bar) and sqrt(1 - alpha_bar) of each sample's own noise level).
+  const PredictionType p = options_.prediction();
+  const bool fused = !input_noise.defined() && p != PredictionType::EDM &&
+                     noise.scalar_type() == x0.scalar_type() && noise.device() == x0.device() &&
+                     !(at::GradMode::is_enabled() && (x0.requires_grad() || noise.requires_grad()));
+  at::Tensor tgt;
+  if (fused) {
+    const at::Tensor abd = r.alpha_bar.to(x0.device());
+    const ops::TrainingTarget kind = p == PredictionType::Epsilon  ? ops::TrainingTarget::Epsilon
+                                     : p == PredictionType::Sample ? ops::TrainingTarget::Sample
+                                                                   : ops::TrainingTarget::VPrediction;
+    ops::NoisedSample s = ops::q_sample_with_target(x0, noise, at::Tensor(), abd.sqrt(), (1 - abd).sqrt(), kind);
+    r.x_t = std::move(s.x_t);
+    tgt = std::move(s.target);
+  } else {
+    r.x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * (input_noise.defined() ? input_noise : noise);
+  }
   r.pred = predict_at(r.x_t, t.to(at::kDouble), r.alpha_bar, cond);
   // The network's output in its own space, recovered from the converted predictions.
   switch (options_.prediction()) {
@@ -356,7 +374,9 @@ Denoiser::LossTerms Denoiser::training_loss_terms(const at::Tensor& x0, const at
       break;
     }
   }
-  const at::Tensor tgt = target(x0, noise, r.alpha_bar);
+  if (!tgt.defined()) {
+    tgt = target(x0, noise, r.alpha_bar);
+  }
   const auto dims = non_batch_dims(x0);
   r.mse = (r.output - tgt).pow(2).mean(dims);
   const at::Tensor w = loss_weight(r.alpha_bar).to(r.mse.device(), r.mse.scalar_type());

@@ -3,8 +3,9 @@
 /// \file
 /// Exact k-nearest-neighbour search. Squared distances are formed as |q|^2 + |p|^2 - 2 q p^T one
 /// block of queries by one block of points at a time (a matrix product, so it runs wherever the
-/// tensors live, CPU or CUDA), the k best of each block are kept and merged, and the surviving
-/// candidates are re-measured as |q - p| so that the returned distances are exact. Memory is one
+/// tensors live, CPU or CUDA), the best candidates of each query are kept by the fused
+/// mdiff::ops::knn_sqdist_topk(), and the surviving candidates are re-measured as |q - p| so that
+/// the returned distances are exact. Memory is one
 /// block of distances (about `block_entries` values), never Q x N. Guide: docs/manifold.md.
 
 #include <manifold_diffusion/core/namespace.h>

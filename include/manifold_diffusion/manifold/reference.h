@@ -6,6 +6,7 @@
 
 #include <manifold_diffusion/manifold/knn.h>
 #include <manifold_diffusion/manifold/manifold.h>
+#include <manifold_diffusion/ops/project_local_pca.h>
 
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
@@ -40,7 +41,8 @@ struct ReferenceOptions {
 /// point}; distance(x) = |x - project(x)|. The frame carries no gradient (it depends on x only
 /// through the choice of neighbours); project() and distance() are differentiable in x through
 /// the linear projection. The reference points keep their dtype and device; queries
-/// must be on the same device. Each call costs one knn() of the queries, O(N D) per query.
+/// must be on the same device. Each call costs one knn() of the queries, O(N D) per query;
+/// project() and distance() then apply each query's frame with ops::project_local_pca().
 ///
 /// Example:
 /// \code
@@ -61,6 +63,8 @@ class ReferenceManifold : public Manifold {
   const at::Tensor& points() const { return points_; }
   const ReferenceOptions& options() const { return options_; }
   at::Tensor project(const at::Tensor& x) const override;
+  /// |x - project(x)|, from the same pass as the projection (the normal residual of the frame).
+  at::Tensor distance(const at::Tensor& x) const override;
   at::Tensor tangent_basis(const at::Tensor& x) const override;
   LocalFrame local_frame(const at::Tensor& x) const override;
   /// The k nearest reference points of each query (x [N, ...]).
@@ -70,6 +74,7 @@ class ReferenceManifold : public Manifold {
 
  private:
   at::Tensor flat(const at::Tensor& x) const;
+  ops::LocalPcaProjection project_onto_frames(const at::Tensor& f) const;
   at::Tensor points_;
   ReferenceOptions options_;
   int64_t dim_ = 0;
