@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <vector>
 
 namespace mdiff_bench {
@@ -21,6 +22,8 @@ namespace mdiff_bench {
 struct ModelCost {
   double macs = 0;
   int64_t params = 0;
+  /// MACs by the height of the feature map they run at (UNet; the time MLP counts at 0).
+  std::map<int64_t, double> macs_by_size;
   /// 2 * MACs / 1e9.
   double gflop() const { return 2.0 * macs / 1e9; }
 };
@@ -31,12 +34,16 @@ struct Walker {
   double n;  // batch
   ModelCost cost;
 
+  void add(double macs, int64_t size) {
+    cost.macs += macs;
+    cost.macs_by_size[size] += macs;
+  }
   void conv(int64_t cin, int64_t cout, int64_t k, int64_t out_h, int64_t out_w) {
-    cost.macs += n * static_cast<double>(cout * out_h * out_w) * static_cast<double>(cin * k * k);
+    add(n * static_cast<double>(cout * out_h * out_w) * static_cast<double>(cin * k * k), out_h);
     cost.params += cout * cin * k * k + cout;
   }
-  void linear(int64_t in, int64_t out, bool bias = true, double rows_per_sample = 1) {
-    cost.macs += n * rows_per_sample * static_cast<double>(in * out);
+  void linear(int64_t in, int64_t out, bool bias = true) {
+    add(n * static_cast<double>(in * out), 0);
     cost.params += in * out + (bias ? out : 0);
   }
   void norm(int64_t channels) { cost.params += 2 * channels; }
@@ -53,10 +60,10 @@ struct Walker {
   void attention(int64_t c, int64_t h, int64_t w) {
     const double positions = static_cast<double>(h * w);
     norm(c);
-    cost.macs += n * positions * static_cast<double>(c * 3 * c);
+    add(n * positions * static_cast<double>(c * 3 * c), h);
     cost.params += 3 * c * c + 3 * c;
-    cost.macs += n * 2.0 * positions * positions * static_cast<double>(c);
-    cost.macs += n * positions * static_cast<double>(c * c);
+    add(n * 2.0 * positions * positions * static_cast<double>(c), h);
+    add(n * positions * static_cast<double>(c * c), h);
     cost.params += c * c + c;
   }
 };

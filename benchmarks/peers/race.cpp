@@ -12,6 +12,7 @@
 // benchmarks/peers/run.sh runs this and race.py alternately and writes the comparison; see
 // docs/performance.md.
 
+#include "bench_configs.h"
 #include "model_cost.h"
 
 #include <manifold_diffusion/manifold_diffusion.h>
@@ -37,32 +38,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-/// The UNet of the race, matched to race.py's UNet2DModel(block_out_channels=(32, 64, 128),
-/// layers_per_block=2, DownBlock2D / AttnDownBlock2D / AttnDownBlock2D and mirrored up blocks,
-/// attention_head_dim=8, norm_num_groups=32): time conditioning added after the first convolution
-/// (diffusers' "default" time_embedding_norm), a time embedding of 4 * 32 = 128 features, heads of
-/// 8 channels, attention at 14x14 and 7x7 and in the middle block, random initial weights
-/// everywhere (diffusers does not zero-initialise).
-mdiff::UNetOptions race_unet_options() {
-  return mdiff::UNetOptions(1, 1)
-      .base_channels(32)
-      .channel_mult({1, 2, 4})
-      .num_res_blocks(2)
-      .attention_resolutions({14, 7})
-      .image_size(28)
-      .middle_attention(true)
-      .num_head_channels(8)
-      .norm_groups(32)
-      .use_scale_shift_norm(false)
-      .dropout(0.0)
-      .zero_init_output(false);
-}
-
-/// mdiff-toy's default network for its default data set (the swiss roll in R^3).
-mdiff::MLPDenoiserOptions toy_mlp_options() {
-  return mdiff::MLPDenoiserOptions(3).hidden(256).num_blocks(4).zero_init_output(false);
-}
 
 struct Settings {
   std::vector<std::string> workloads;
@@ -139,7 +114,7 @@ Result run_sampling(const Settings& s) {
   const int64_t steps = s.sample_steps > 0 ? s.sample_steps : (s.quick ? 4 : 50);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 3);
   mdiff::manual_seed(s.seed);
-  mdiff::UNet net(race_unet_options());
+  mdiff::UNet net(mdiff_bench::race_unet_options());
   net->eval();
   Result r;
   r.name = "sampling";
@@ -171,7 +146,7 @@ Result run_training(const Settings& s) {
   const int64_t steps = s.train_steps > 0 ? s.train_steps : (s.quick ? 1 : 3);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 3);
   mdiff::manual_seed(s.seed);
-  mdiff::UNet net(race_unet_options());
+  mdiff::UNet net(mdiff_bench::race_unet_options());
   Result r;
   r.name = "training";
   r.what = fmt::format("Trainer::train_step (q_sample, forward, MSE, backward, AdamW; no EMA, no clipping), UNet, "
@@ -212,7 +187,7 @@ Result run_toy(const Settings& s) {
   const int64_t steps = s.sample_steps > 0 ? s.sample_steps : (s.quick ? 5 : 50);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 5);
   mdiff::manual_seed(s.seed);
-  mdiff::MLPDenoiser net(toy_mlp_options());
+  mdiff::MLPDenoiser net(mdiff_bench::toy_mlp_options());
   net->eval();
   Result r;
   r.name = "toy";
