@@ -110,8 +110,8 @@ void repeat(Result& r, int reps, Fn&& run) {
 }
 
 Result run_sampling(const Settings& s) {
-  const int64_t batch = 64;
-  const int64_t steps = s.sample_steps > 0 ? s.sample_steps : (s.quick ? 4 : 50);
+  const int64_t batch = s.quick ? 16 : 64;
+  const int64_t steps = s.sample_steps > 0 ? s.sample_steps : (s.quick ? 3 : 50);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 3);
   mdiff::manual_seed(s.seed);
   mdiff::UNet net(mdiff_bench::race_unet_options());
@@ -136,13 +136,13 @@ Result run_sampling(const Settings& s) {
     const at::Tensor x = mdiff::make_sampler("ddim", n_steps)->sample(den, {batch, 1, 28, 28}, s.seed);
     MD_CHECK(at::isfinite(x).all().item<bool>(), "md_race: non-finite samples");
   };
-  for (int i = 0; i < s.warmup; ++i) sample(2);
+  for (int i = 0; i < s.warmup; ++i) sample(s.quick ? 1 : 2);
   repeat(r, reps, [&] { sample(steps); });
   return r;
 }
 
 Result run_training(const Settings& s) {
-  const int64_t batch = 128;
+  const int64_t batch = s.quick ? 32 : 128;
   const int64_t steps = s.train_steps > 0 ? s.train_steps : (s.quick ? 1 : 3);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 3);
   mdiff::manual_seed(s.seed);
@@ -183,7 +183,7 @@ Result run_training(const Settings& s) {
 }
 
 Result run_toy(const Settings& s) {
-  const int64_t batch = 4096;
+  const int64_t batch = s.quick ? 1024 : 4096;
   const int64_t steps = s.sample_steps > 0 ? s.sample_steps : (s.quick ? 5 : 50);
   const int reps = s.reps > 0 ? s.reps : (s.quick ? 1 : 5);
   mdiff::manual_seed(s.seed);
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
   app.add_option("--workload", s.workloads, "sampling, training, toy (repeatable; default: all three)")
       ->check(CLI::IsMember({"sampling", "training", "toy"}));
   app.add_option("--threads", s.threads, "intra-op threads")->capture_default_str()->check(CLI::Range(1, 1024));
-  app.add_flag("--quick", s.quick, "a short smoke run: few steps, one repetition");
+  app.add_flag("--quick", s.quick, "a short smoke run: a quarter of the batch, few steps, one repetition");
   app.add_option("--reps", s.reps, "timed repetitions per workload (0: 3 for sampling and training, 5 for toy)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));

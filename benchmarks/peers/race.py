@@ -178,8 +178,8 @@ def timed(name, reps, fn):
 
 
 def run_sampling(a):
-    batch = 64
-    steps = a.sample_steps or (4 if a.quick else 50)
+    batch = 16 if a.quick else 64
+    steps = a.sample_steps or (3 if a.quick else 50)
     reps = a.reps or (1 if a.quick else 3)
     torch.manual_seed(a.seed)
     unet = race_unet().eval()
@@ -194,14 +194,14 @@ def run_sampling(a):
         assert torch.isfinite(x).all(), "non-finite samples"
 
     for _ in range(a.warmup):
-        sample(2)
+        sample(1 if a.quick else 2)
     times = timed("sampling", reps, lambda: sample(steps))
     what = f"DDIMScheduler {steps} steps (eta 0, trailing, linear betas, epsilon), UNet2DModel, batch {batch} of 1x28x28"
     return result("sampling", what, "images", batch, steps, batch, times, parameters(unet), macs, 2 * macs)
 
 
 def run_training(a):
-    batch = 128
+    batch = 32 if a.quick else 128
     steps = a.train_steps or (1 if a.quick else 3)
     reps = a.reps or (1 if a.quick else 3)
     torch.manual_seed(a.seed)
@@ -233,7 +233,7 @@ def run_training(a):
 
 
 def run_toy(a):
-    batch = 4096
+    batch = 1024 if a.quick else 4096
     steps = a.sample_steps or (5 if a.quick else 50)
     reps = a.reps or (1 if a.quick else 5)
     torch.manual_seed(a.seed)
@@ -260,7 +260,7 @@ def main():
     p.add_argument("--workload", action="append", choices=["sampling", "training", "toy"],
                    help="repeatable; default: all three")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="a short smoke run: few steps, one repetition")
+    p.add_argument("--quick", action="store_true", help="a short smoke run: a quarter of the batch, few steps, one repetition")
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (0: 3 for sampling and training, 5 for toy)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--train-steps", type=int, default=0, help="optimiser steps per training repetition (0: 3)")
