@@ -84,6 +84,9 @@ for v in OMP_NUM_THREADS MKL_NUM_THREADS OPENBLAS_NUM_THREADS KMP_AFFINITY OMP_P
   echo "$v=${!v-(unset)}"
 done
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+if awk -v l="${load_start%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+  echo "warning: the machine is busy (load ${load_start%% *} on $(nproc) cores): the timings will be noisy"
+fi
 
 # 5. The race: per round and workload, both sides in turn (which side goes first alternates by
 # round). Each process warms up (2 DDIM steps, 1 optimiser step, one toy run) before timing.
