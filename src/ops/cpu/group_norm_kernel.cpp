@@ -67,31 +67,32 @@ void channel_moments_f32(const float* x, int64_t rows, int64_t channels, const f
 }
 
 MD_VECTOR_CLONES
-void affine_f32(const float* x, float* y, int64_t len, float a, float b, bool silu) {
+void affine_f32(const float* x, float* y, int64_t len, float a, float mu, float mu_lo, float b, bool silu) {
   if (silu) {
     for (int64_t i = 0; i < len; ++i) {
-      y[i] = silu_f(a * x[i] + b);
+      y[i] = silu_f(a * ((x[i] - mu) - mu_lo) + b);
     }
   } else {
     for (int64_t i = 0; i < len; ++i) {
-      y[i] = a * x[i] + b;
+      y[i] = a * ((x[i] - mu) - mu_lo) + b;
     }
   }
 }
 
 MD_VECTOR_CLONES
-void affine_rows_f32(const float* x, float* y, int64_t rows, int64_t channels, const float* a, const float* b,
+void affine_rows_f32(const float* x, float* y, int64_t rows, int64_t channels, const float* a, const float* mu,
+                     const float* mu_lo, const float* b,
                      bool silu) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * channels;
     float* yr = y + r * channels;
     if (silu) {
       for (int64_t c = 0; c < channels; ++c) {
-        yr[c] = silu_f(a[c] * xr[c] + b[c]);
+        yr[c] = silu_f(a[c] * ((xr[c] - mu[c]) - mu_lo[c]) + b[c]);
       }
     } else {
       for (int64_t c = 0; c < channels; ++c) {
-        yr[c] = a[c] * xr[c] + b[c];
+        yr[c] = a[c] * ((xr[c] - mu[c]) - mu_lo[c]) + b[c];
       }
     }
   }
@@ -104,13 +105,13 @@ acc_t silu_generic(acc_t z) {
 
 // Statistics per (sample, group) for any dtype: mean and 1 / sqrt(var + eps), two passes.
 template <typename scalar_t, typename acc_t>
-void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::vector<acc_t>& mean,
+void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::vector<double>& mean,
                  std::vector<acc_t>& rstd) {
   const int64_t groups = a.groups;
   const int64_t cg = c / groups;
   const scalar_t* xp = a.x.data_ptr<scalar_t>();
   const double count = static_cast<double>(cg * hw);
-  mean.assign(static_cast<size_t>(n * groups), acc_t(0));
+  mean.assign(static_cast<size_t>(n * groups), 0.0);
   rstd.assign(static_cast<size_t>(n * groups), acc_t(0));
   if (!a.channels_last) {
     at::parallel_for(0, n * groups, 1, [&](int64_t begin, int64_t end) {
@@ -123,7 +124,7 @@ void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::
           const float shift = len > 0 ? base[0] : 0.0f;
           moments_f32(base, len, shift, &sum, &sq);
           const double m = sum / count;
-          mean[ng] = static_cast<acc_t>(shift + m);
+          mean[ng] = shift + m;
           rstd[ng] = static_cast<acc_t>(1.0 / std::sqrt(std::max(sq / count - m * m, 0.0) + a.eps));
         } else {
           for (int64_t i = 0; i < len; ++i) sum += static_cast<double>(base[i]);
@@ -132,7 +133,7 @@ void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::
             const double d = static_cast<double>(base[i]) - m;
             sq += d * d;
           }
-          mean[ng] = static_cast<acc_t>(m);
+          mean[ng] = m;
           rstd[ng] = static_cast<acc_t>(1.0 / std::sqrt(sq / count + a.eps));
         }
       }
@@ -169,7 +170,7 @@ void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::
             sq += dsq[ch] + 2 * delta * dsum[ch] + delta * delta * hw;
           }
           const double m = sum / count;
-          mean[s * groups + g] = static_cast<acc_t>(sg + m);
+          mean[s * groups + g] = sg + m;
           rstd[s * groups + g] = static_cast<acc_t>(1.0 / std::sqrt(std::max(sq / count - m * m, 0.0) + a.eps));
         }
       } else {
@@ -185,7 +186,7 @@ void group_stats(const GroupNormArgs& a, int64_t n, int64_t c, int64_t hw, std::
           }
         }
         for (int64_t g = 0; g < groups; ++g) {
-          mean[s * groups + g] = static_cast<acc_t>(sum[g]);
+          mean[s * groups + g] = sum[g];
           rstd[s * groups + g] = static_cast<acc_t>(1.0 / std::sqrt(sq[g] / count + a.eps));
         }
       }
@@ -202,26 +203,33 @@ void run(const GroupNormArgs& a, at::Tensor& out) {
   if (a.x.numel() == 0) {
     return;
   }
-  std::vector<acc_t> mean, rstd;
+  std::vector<double> mean;
+  std::vector<acc_t> rstd;
   group_stats<scalar_t, acc_t>(a, n, c, hw, mean, rstd);
 
   // Per (sample, channel): y = act(A x + B).
   const int64_t cg = c / a.groups;
-  std::vector<acc_t> A(static_cast<size_t>(n * c)), B(static_cast<size_t>(n * c));
+  std::vector<acc_t> A(static_cast<size_t>(n * c)), M(static_cast<size_t>(n * c)), Mlo(static_cast<size_t>(n * c)),
+      B(static_cast<size_t>(n * c));
   const scalar_t* w = a.weight.defined() ? a.weight.data_ptr<scalar_t>() : nullptr;
   const scalar_t* bb = a.bias.defined() ? a.bias.data_ptr<scalar_t>() : nullptr;
   const scalar_t* sc = a.scale.defined() ? a.scale.data_ptr<scalar_t>() : nullptr;
   const scalar_t* sh = a.shift.defined() ? a.shift.data_ptr<scalar_t>() : nullptr;
   for (int64_t s = 0; s < n; ++s) {
     for (int64_t ch = 0; ch < c; ++ch) {
-      const acc_t m = mean[s * a.groups + ch / cg];
+      const double m = mean[s * a.groups + ch / cg];
       const acc_t r = rstd[s * a.groups + ch / cg];
       const acc_t gamma = w ? static_cast<acc_t>(w[ch]) : acc_t(1);
       const acc_t beta = bb ? static_cast<acc_t>(bb[ch]) : acc_t(0);
       const acc_t k = sc ? acc_t(1) + static_cast<acc_t>(sc[s * c + ch]) : acc_t(1);
       const acc_t t = sh ? static_cast<acc_t>(sh[s * c + ch]) : acc_t(0);
+      // y = A (x - M) + B: subtracting the mean first keeps data far from zero exact (folding
+      // it into B would cancel two large terms in float32).
       A[s * c + ch] = r * gamma * k;
-      B[s * c + ch] = (beta - m * r * gamma) * k + t;
+      // The mean as a sum of two acc_t values: x - M_hi is exact for x near the mean.
+      M[s * c + ch] = static_cast<acc_t>(m);
+      Mlo[s * c + ch] = static_cast<acc_t>(m - static_cast<double>(M[s * c + ch]));
+      B[s * c + ch] = beta * k + t;
     }
   }
 
@@ -231,10 +239,10 @@ void run(const GroupNormArgs& a, at::Tensor& out) {
     at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(hw, 1)), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         if constexpr (std::is_same<scalar_t, float>::value) {
-          affine_f32(xp + p * hw, yp + p * hw, hw, A[p], B[p], a.silu);
+          affine_f32(xp + p * hw, yp + p * hw, hw, A[p], M[p], Mlo[p], B[p], a.silu);
         } else {
           for (int64_t i = 0; i < hw; ++i) {
-            const acc_t z = A[p] * static_cast<acc_t>(xp[p * hw + i]) + B[p];
+            const acc_t z = A[p] * ((static_cast<acc_t>(xp[p * hw + i]) - M[p]) - Mlo[p]) + B[p];
             yp[p * hw + i] = static_cast<scalar_t>(a.silu ? silu_generic(z) : z);
           }
         }
@@ -248,11 +256,14 @@ void run(const GroupNormArgs& a, at::Tensor& out) {
       const int64_t s = r / hw;
       const int64_t stop = std::min(end, (s + 1) * hw);
       if constexpr (std::is_same<scalar_t, float>::value) {
-        affine_rows_f32(xp + r * c, yp + r * c, stop - r, c, A.data() + s * c, B.data() + s * c, a.silu);
+        affine_rows_f32(xp + r * c, yp + r * c, stop - r, c, A.data() + s * c, M.data() + s * c,
+                        Mlo.data() + s * c, B.data() + s * c,
+                        a.silu);
       } else {
         for (int64_t q = r; q < stop; ++q) {
           for (int64_t ch = 0; ch < c; ++ch) {
-            const acc_t z = A[s * c + ch] * static_cast<acc_t>(xp[q * c + ch]) + B[s * c + ch];
+            const acc_t z =
+                A[s * c + ch] * ((static_cast<acc_t>(xp[q * c + ch]) - M[s * c + ch]) - Mlo[s * c + ch]) + B[s * c + ch];
             yp[q * c + ch] = static_cast<scalar_t>(a.silu ? silu_generic(z) : z);
           }
         }

@@ -54,7 +54,7 @@ __device__ __forceinline__ int64_t group_offset(int64_t n, int64_t g, int64_t j,
 template <typename scalar_t, typename acc_t>
 __global__ void group_stats_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ weight,
                                    const scalar_t* __restrict__ bias, const scalar_t* __restrict__ scale,
-                                   const scalar_t* __restrict__ shift, acc_t* __restrict__ A, acc_t* __restrict__ B,
+                                   const scalar_t* __restrict__ shift, acc_t* __restrict__ A, acc_t* __restrict__ M, acc_t* __restrict__ B,
                                    int64_t c, int64_t groups, int64_t hw, double eps, bool channels_last) {
   __shared__ acc_t shared[kThreads / 32];
   const int64_t n = blockIdx.x / groups;
@@ -79,18 +79,19 @@ __global__ void group_stats_kernel(const scalar_t* __restrict__ x, const scalar_
     const acc_t k = scale ? acc_t(1) + static_cast<acc_t>(scale[n * c + ch]) : acc_t(1);
     const acc_t t = shift ? static_cast<acc_t>(shift[n * c + ch]) : acc_t(0);
     A[n * c + ch] = rstd * gamma * k;
-    B[n * c + ch] = (beta - mean * rstd * gamma) * k + t;
+    M[n * c + ch] = mean;
+    B[n * c + ch] = beta * k + t;
   }
 }
 
 template <typename scalar_t, typename acc_t>
 __global__ void group_apply_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ A,
-                                   const acc_t* __restrict__ B, scalar_t* __restrict__ y, int64_t total, int64_t c,
+                                   const acc_t* __restrict__ M, const acc_t* __restrict__ B, scalar_t* __restrict__ y, int64_t total, int64_t c,
                                    int64_t hw, bool channels_last, bool silu) {
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
     const int64_t nc = channels_last ? (i / (hw * c)) * c + i % c : i / hw;
-    acc_t z = A[nc] * static_cast<acc_t>(x[i]) + B[nc];
+    acc_t z = A[nc] * (static_cast<acc_t>(x[i]) - M[nc]) + B[nc];
     if (silu) {
       z = z / (acc_t(1) + exp(-z));
     }
@@ -119,15 +120,18 @@ void group_norm_silu_cuda(const GroupNormArgs& a, at::Tensor& out) {
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
     at::Tensor A = at::empty({n * c}, a.x.options().dtype(acc_dtype));
+    at::Tensor M = at::empty({n * c}, a.x.options().dtype(acc_dtype));
     at::Tensor B = at::empty({n * c}, a.x.options().dtype(acc_dtype));
     group_stats_kernel<scalar_t, acc_t><<<static_cast<unsigned>(n * a.groups), kThreads, 0, stream>>>(
         a.x.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(a.weight), ptr_or_null<scalar_t>(a.bias),
-        ptr_or_null<scalar_t>(a.scale), ptr_or_null<scalar_t>(a.shift), A.data_ptr<acc_t>(), B.data_ptr<acc_t>(), c,
+        ptr_or_null<scalar_t>(a.scale), ptr_or_null<scalar_t>(a.shift), A.data_ptr<acc_t>(), M.data_ptr<acc_t>(),
+        B.data_ptr<acc_t>(), c,
         a.groups, hw, a.eps, a.channels_last);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535LL * 8);
     group_apply_kernel<scalar_t, acc_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-        a.x.data_ptr<scalar_t>(), A.data_ptr<acc_t>(), B.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), total, c, hw,
+        a.x.data_ptr<scalar_t>(), A.data_ptr<acc_t>(), M.data_ptr<acc_t>(), B.data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+        total, c, hw,
         a.channels_last, a.silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
