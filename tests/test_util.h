@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <functional>
@@ -21,6 +22,17 @@ inline std::string error_message(const std::function<void()>& fn) {
   }
   ADD_FAILURE() << "expected a c10::Error, none was thrown";
   return {};
+}
+
+/// Same shape and dtype, and max |got - want| <= tol * (1 + max |want|), compared in float64.
+inline void expect_max_close(const at::Tensor& got, const at::Tensor& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
+  if (got.numel() == 0) {
+    return;
+  }
+  const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
+  EXPECT_LE(diff, tol * (1 + want.to(at::kDouble).abs().max().item<double>())) << what << " max diff " << diff;
 }
 
 }  // namespace mdiff_test

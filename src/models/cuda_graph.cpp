@@ -21,6 +21,7 @@
 namespace manifold_diffusion {
 namespace {
 
+#ifdef MD_WITH_CUDA_KERNELS
 std::string signature(const at::Tensor& x, const at::Tensor& t, const at::Tensor& cond) {
   std::ostringstream s;
   for (const at::Tensor* p : {&x, &t, &cond}) {
@@ -33,19 +34,6 @@ std::string signature(const at::Tensor& x, const at::Tensor& t, const at::Tensor
   return s.str();
 }
 
-bool records_gradients(const at::Tensor& x, const at::Tensor& t, const at::Tensor& cond) {
-  if (!at::GradMode::is_enabled()) {
-    return false;
-  }
-  // Without knowing the network's parameters, any call under grad mode may build a graph through
-  // them; only calls with autograd off are captured.
-  (void)x;
-  (void)t;
-  (void)cond;
-  return true;
-}
-
-#ifdef MD_WITH_CUDA_KERNELS
 struct Captured {
   std::unique_ptr<at::cuda::CUDAGraph> graph;
   at::Tensor x, t, cond, out;
@@ -111,7 +99,8 @@ ModelFunction cuda_graph_model(ModelFunction model, CudaGraphOptions options) {
   state->model = std::move(model);
   state->options = options;
   return [state](const at::Tensor& x, const at::Tensor& t_in, const at::Tensor& cond_in) -> at::Tensor {
-    if (!state->options.enabled() || !x.defined() || !x.is_cuda() || records_gradients(x, t_in, cond_in)) {
+    // Under grad mode the call may build a graph through the network's parameters: eager.
+    if (!state->options.enabled() || !x.defined() || !x.is_cuda() || at::GradMode::is_enabled()) {
       return state->model(x, t_in, cond_in);
     }
     // Timesteps or labels given on the host join x's device (the graph reads device buffers).
@@ -143,8 +132,6 @@ ModelFunction cuda_graph_model(ModelFunction model, CudaGraphOptions options) {
   };
 #else
   // No CUDA in this build: nothing can be captured, every call is eager.
-  (void)records_gradients;
-  (void)signature;
   return model;
 #endif
 }

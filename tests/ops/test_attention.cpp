@@ -25,15 +25,7 @@ double tolerance(at::ScalarType dt) {
   }
 }
 
-void expect_close(const at::Tensor& got, const at::Tensor& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
-  if (got.numel() == 0) {
-    return;
-  }
-  const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
-  EXPECT_LE(diff, tol * (1 + want.to(at::kDouble).abs().max().item<double>())) << what << " max diff " << diff;
-}
+using mdiff_test::expect_max_close;
 
 TEST(Attention, MatchesTheFormulaOnHandValues) {
   // One query [1, 0] against keys [1, 0] and [0, 1] with d = 2: scores 1/sqrt(2) and 0.
@@ -64,7 +56,7 @@ TEST(Attention, NativeMatchesReferenceAcrossDtypesAndShapes) {
       const at::Tensor v = at::randn(c.v).to(dt);
       std::ostringstream what;
       what << dt << " q " << q.sizes() << " k " << k.sizes() << " v " << v.sizes();
-      expect_close(attention(q, k, v, OpBackend::Native), attention(q, k, v, OpBackend::Reference), tolerance(dt),
+      expect_max_close(attention(q, k, v, OpBackend::Native), attention(q, k, v, OpBackend::Reference), tolerance(dt),
                    what.str());
     }
   }
@@ -85,7 +77,7 @@ TEST(Attention, StableForLargeLogitsNonContiguousAndEmptyInputs) {
   EXPECT_LE(err_fast, 2 * err_aten + 1e-5) << "kernel " << err_fast << " vs ATen float32 " << err_aten;
   const at::Tensor qt = at::randn({2, 16, 3, 40}).permute({0, 2, 3, 1});  // [2, 3, 40, 16], non-contiguous
   ASSERT_FALSE(qt.is_contiguous());
-  expect_close(attention(qt, k.transpose(2, 3).contiguous().transpose(2, 3), v),
+  expect_max_close(attention(qt, k.transpose(2, 3).contiguous().transpose(2, 3), v),
                attention(qt, k, v, OpBackend::Reference), 2e-5, "non-contiguous");
   EXPECT_EQ(attention(at::zeros({0, 4, 8}), at::zeros({0, 5, 8}), at::zeros({0, 5, 3})).sizes(),
             (std::vector<int64_t>{0, 4, 3}));
@@ -128,7 +120,7 @@ TEST(Attention, MatchesCpuReference_CUDA) {
     const at::Tensor v = at::randn({4, 8, 196, 8}).to(dt);
     const at::Tensor gpu = attention(q.to(dev), k.to(dev), v.to(dev));
     ASSERT_TRUE(gpu.is_cuda());
-    expect_close(gpu.cpu(), attention(q, k, v, OpBackend::Reference), dt == at::kFloat ? 1e-3 : tolerance(dt),
+    expect_max_close(gpu.cpu(), attention(q, k, v, OpBackend::Reference), dt == at::kFloat ? 1e-3 : tolerance(dt),
                  "cuda");
   }
 }

@@ -42,15 +42,7 @@ Inputs random_inputs(at::IntArrayRef shape, at::ScalarType dt, double offset = 0
   return in;
 }
 
-void expect_close(const at::Tensor& got, const at::Tensor& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
-  if (got.numel() == 0) {
-    return;
-  }
-  const double diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs().max().item<double>();
-  EXPECT_LE(diff, tol * (1 + want.to(at::kDouble).abs().max().item<double>())) << what << " max diff " << diff;
-}
+using mdiff_test::expect_max_close;
 
 TEST(GroupNormSiLU, MatchesTheFormulaOnHandValues) {
   // One sample, 2 channels in 1 group, 2 positions: values 1, 3 | 5, 7 -> mean 4, var 5.
@@ -99,7 +91,7 @@ TEST(GroupNormSiLU, NativeMatchesReferenceAcrossDtypesShapesAndLayouts) {
             std::ostringstream what;
             what << dt << " " << in.x.sizes() << " groups " << groups << " channels_last " << cl << " affine "
                  << affine;
-            expect_close(fast, ref, tolerance(dt), what.str());
+            expect_max_close(fast, ref, tolerance(dt), what.str());
             if (cl) {
               EXPECT_TRUE(fast.is_contiguous(at::MemoryFormat::ChannelsLast)) << what.str();
             }
@@ -116,7 +108,7 @@ TEST(GroupNormSiLU, EqualsTorchGroupNormThenSiLU) {
   at::NoGradGuard no_grad;
   const at::Tensor want = at::silu(at::group_norm(in.x, 8, in.weight, in.bias, 1e-6));
   const at::Tensor got = group_norm_silu(in.x, in.weight, in.bias, {}, {}, GroupNormSiLUOptions(8).eps(1e-6));
-  expect_close(got, want, 2e-5, "vs torch");
+  expect_max_close(got, want, 2e-5, "vs torch");
 }
 
 TEST(GroupNormSiLU, StableForLargeOffsetsAndExtremeActivations) {
@@ -126,7 +118,7 @@ TEST(GroupNormSiLU, StableForLargeOffsetsAndExtremeActivations) {
   for (bool cl : {false, true}) {
     at::Tensor xf = x.to(at::kFloat);
     if (cl) xf = xf.contiguous(at::MemoryFormat::ChannelsLast);
-    expect_close(group_norm_silu(xf, {}, {}, {}, {}, GroupNormSiLUOptions(2), OpBackend::Native), ref, 1e-3,
+    expect_max_close(group_norm_silu(xf, {}, {}, {}, {}, GroupNormSiLUOptions(2), OpBackend::Native), ref, 1e-3,
                  cl ? "offset, channels_last" : "offset");
   }
   const at::Tensor big = at::tensor({-200.0f, -90.0f, -20.0f, 0.0f, 20.0f, 90.0f, 200.0f}).reshape({1, 1, 7});
@@ -135,7 +127,7 @@ TEST(GroupNormSiLU, StableForLargeOffsetsAndExtremeActivations) {
   const at::Tensor got = group_norm_silu(big, {}, {}, scale, shift, GroupNormSiLUOptions(1), OpBackend::Native);
   const at::Tensor want = group_norm_silu(big, {}, {}, scale, shift, GroupNormSiLUOptions(1), OpBackend::Reference);
   EXPECT_TRUE(at::isfinite(got).all().item<bool>()) << got;
-  expect_close(got, want, 1e-5, "tails");
+  expect_max_close(got, want, 1e-5, "tails");
 }
 
 TEST(GroupNormSiLU, NonContiguousAndEmptyInputs) {
@@ -143,7 +135,7 @@ TEST(GroupNormSiLU, NonContiguousAndEmptyInputs) {
   const at::Tensor x = at::randn({3, 10, 16, 10}).transpose(1, 2);  // neither layout
   ASSERT_FALSE(x.is_contiguous());
   const auto opts = GroupNormSiLUOptions(4);
-  expect_close(group_norm_silu(x, in.weight, in.bias, in.scale.t().contiguous().t(), in.shift, opts),
+  expect_max_close(group_norm_silu(x, in.weight, in.bias, in.scale.t().contiguous().t(), in.shift, opts),
                group_norm_silu(x, in.weight, in.bias, in.scale, in.shift, opts, OpBackend::Reference), 2e-5,
                "non-contiguous");
   const at::Tensor empty = at::zeros({0, 16, 4, 4});
@@ -192,7 +184,7 @@ TEST(GroupNormSiLU, MatchesCpuReference_CUDA) {
       const at::Tensor gpu = group_norm_silu(in.x.to(dev), in.weight.to(dev), in.bias.to(dev), in.scale.to(dev),
                                              in.shift.to(dev), opts, OpBackend::Native);
       ASSERT_TRUE(gpu.is_cuda());
-      expect_close(gpu.cpu(), ref, tolerance(dt), cl ? "cuda channels_last" : "cuda");
+      expect_max_close(gpu.cpu(), ref, tolerance(dt), cl ? "cuda channels_last" : "cuda");
     }
   }
   MD_EXPECT_ERROR(group_norm_silu(at::randn({2, 8, 4, 4}).to(dev), at::ones({8}), {}, {}, {}, GroupNormSiLUOptions(2)),
