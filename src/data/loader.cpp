@@ -48,6 +48,13 @@ void LoaderOptions::validate() const {
   check_non_negative(num_workers_, "LoaderOptions::num_workers");
   MD_CHECK_VALUE(num_workers_ <= 256, "LoaderOptions::num_workers must be at most 256, got ", num_workers_);
   check_positive(prefetch_, "LoaderOptions::prefetch");
+  check_positive(num_shards_, "LoaderOptions::num_shards");
+  MD_CHECK_VALUE(shard_index_ >= 0 && shard_index_ < num_shards_, "LoaderOptions::shard_index must be in [0, ",
+                 num_shards_, "), got ", shard_index_);
+  MD_CHECK_VALUE(batch_size_ % num_shards_ == 0, "LoaderOptions: batch_size ", batch_size_,
+                 " must be divisible by num_shards ", num_shards_);
+  MD_CHECK_VALUE(num_shards_ == 1 || drop_last_, "LoaderOptions: num_shards ", num_shards_,
+                 " needs drop_last (every shard's batches must have the same size)");
 }
 
 struct TensorLoader::Impl {
@@ -87,8 +94,9 @@ struct TensorLoader::Impl {
   Batch assemble(int64_t position) {
     const int64_t epoch = position / per_epoch;
     const int64_t index = position % per_epoch;
-    const int64_t start = index * options.batch_size();
-    const int64_t count = std::min(options.batch_size(), n - start);
+    const int64_t shard_rows = options.batch_size() / options.num_shards();
+    const int64_t start = index * options.batch_size() + options.shard_index() * shard_rows;
+    const int64_t count = options.num_shards() == 1 ? std::min(options.batch_size(), n - start) : shard_rows;
     at::Tensor idx;
     if (options.shuffle()) {
       const auto perm = order(epoch);
@@ -103,7 +111,9 @@ struct TensorLoader::Impl {
     batch.epoch = epoch;
     batch.index = index;
     if (options.transform()) {
-      at::Generator gen = make_generator(transform_seed(options.seed(), epoch, index));
+      uint64_t seed = transform_seed(options.seed(), epoch, index);
+      if (options.num_shards() > 1) seed = sample_seed(seed, options.shard_index());
+      at::Generator gen = make_generator(seed);
       batch = options.transform()(std::move(batch), gen);
     }
     return batch;

@@ -85,10 +85,13 @@ void TrainerOptions::validate() const {
                  " needs an out_dir");
 }
 
-DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed) {
+DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed, Shard shard) {
   check_defined(data, "data");
   check_non_empty(data, "data");
   MD_CHECK_VALUE(batch >= 1, "random_batches: batch must be >= 1, got ", batch);
+  shard.validate();
+  MD_CHECK_VALUE(batch % shard.count == 0, "random_batches: the global batch ", batch,
+                 " must be divisible by the shard count ", shard.count);
   if (labels.defined()) {
     MD_CHECK_VALUE(labels.dim() >= 1 && labels.size(0) == data.size(0), "random_batches: labels have ",
                    labels.dim() >= 1 ? labels.size(0) : 0, " rows but data has ", data.size(0));
@@ -97,11 +100,17 @@ DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uin
     at::Tensor data, labels;
     int64_t batch;
     at::Generator gen;
+    Shard shard;
   };
-  auto s = std::make_shared<State>(State{std::move(data), std::move(labels), batch, make_generator(mix_seed(seed))});
+  auto s = std::make_shared<State>(
+      State{std::move(data), std::move(labels), batch, make_generator(mix_seed(seed)), shard});
   DataSource src;
   src.next = [s] {
-    const at::Tensor idx = at::randint(0, s->data.size(0), {s->batch}, s->gen, at::TensorOptions(at::kLong));
+    at::Tensor idx = at::randint(0, s->data.size(0), {s->batch}, s->gen, at::TensorOptions(at::kLong));
+    if (s->shard.count > 1) {
+      const int64_t rows = s->batch / s->shard.count;
+      idx = idx.narrow(0, s->shard.index * rows, rows);
+    }
     TrainBatch b;
     b.x0 = s->data.index_select(0, idx.to(s->data.device()));
     if (s->labels.defined()) b.labels = s->labels.index_select(0, idx.to(s->labels.device()));
@@ -257,7 +266,11 @@ at::Tensor Trainer::prepare_labels(const at::Tensor& labels) {
   if (options_.label_dropout() > 0) {
     MD_CHECK_TYPE(!at::isFloatingType(l.scalar_type()), "Trainer: label_dropout needs integer class labels, got ",
                   l.scalar_type());
-    const at::Tensor drop = at::rand({l.size(0)}, gen_, at::TensorOptions(at::kDouble)) < options_.label_dropout();
+    const int64_t world = comm_ ? comm_->world_size() : 1;
+    const int64_t rank = comm_ ? comm_->rank() : 0;
+    const at::Tensor drop =
+        at::rand({l.size(0) * world}, gen_, at::TensorOptions(at::kDouble)).narrow(0, rank * l.size(0), l.size(0)) <
+        options_.label_dropout();
     l = at::where(drop.to(l.device()).view({-1}), at::full_like(l, -1), l);
   }
   return l.to(options_.device());
@@ -270,9 +283,14 @@ TrainStepInfo Trainer::train_step() {
   TrainStepInfo info;
   info.total_steps = options_.steps();
   const int64_t accum = options_.grad_accumulation();
+  const bool distributed = comm_ && comm_->world_size() > 1;
+  const int64_t world = distributed ? comm_->world_size() : 1;
+  const int64_t rank = distributed ? comm_->rank() : 0;
   double loss_sum = 0;
   bool finite = true;
-  for (int64_t k = 0; k < accum && finite; ++k) {
+  // Distributed, every rank runs every micro-batch and its backward (the all-reduces must match);
+  // a non-finite loss anywhere makes every rank skip the step.
+  for (int64_t k = 0; k < accum && (finite || distributed); ++k) {
     const TrainBatch b = train_.next();
     check_defined(b.x0, "batch.x0");
     check_non_empty(b.x0, "batch.x0");
@@ -281,8 +299,16 @@ TrainStepInfo Trainer::train_step() {
     const at::Tensor labels = prepare_labels(b.labels);
     current_augment_ = b.augment.defined() ? b.augment.to(options_.device(), at::kFloat) : at::Tensor();
     const int64_t n = x0.size(0);
-    const at::Tensor t = denoiser_->sample_timesteps(n, gen_).to(options_.device());
-    const at::Tensor noise = at::randn(x0.sizes(), gen_, at::TensorOptions(at::kFloat)).to(options_.device());
+    if (distributed && !batch_checked_) {
+      comm_->check_same(n, "the local batch size (every rank must take the same number of rows)");
+      batch_checked_ = true;
+    }
+    // Timesteps and noise of the global batch; this rank keeps its rows.
+    std::vector<int64_t> global_shape = x0.sizes().vec();
+    global_shape[0] = n * world;
+    const at::Tensor t = denoiser_->sample_timesteps(n * world, gen_).narrow(0, rank * n, n).to(options_.device());
+    const at::Tensor noise =
+        at::randn(global_shape, gen_, at::TensorOptions(at::kFloat)).narrow(0, rank * n, n).to(options_.device());
     at::Tensor total;
     {
       AutocastScope autocast(bf16_);
@@ -311,10 +337,22 @@ TrainStepInfo Trainer::train_step() {
     const double lv = total.item<double>();
     if (!std::isfinite(lv)) {
       finite = false;
-      break;
+      if (!distributed) break;
     }
+    const bool last = k == accum - 1;
+    if (sync_ && last) sync_->arm();
     (total / static_cast<double>(accum)).backward();
+    if (sync_ && last) sync_->finish();
     loss_sum += lv;
+  }
+  if (distributed) {
+    // The mean loss over the ranks, and whether any rank saw a non-finite one.
+    at::Tensor agg = at::tensor({finite ? loss_sum : 0.0, finite ? 0.0 : 1.0}, at::TensorOptions(at::kDouble))
+                         .to(comm_->device());
+    comm_->all_reduce_sum(agg);
+    agg = agg.cpu();
+    finite = agg[1].item<double>() == 0.0;
+    loss_sum = agg[0].item<double>() / static_cast<double>(world);
   }
   std::vector<at::Tensor> params;
   for (const auto& p : model_->parameters(true)) {
@@ -396,7 +434,7 @@ void Trainer::with_ema_weights(const std::function<void()>& fn) {
 }
 
 void Trainer::open_log() {
-  if (options_.out_dir().empty() || log_.is_open()) return;
+  if (options_.out_dir().empty() || log_.is_open() || !is_main_process()) return;
   fs::create_directories(options_.out_dir());
   const std::string path = (fs::path(options_.out_dir()) / "train_log.jsonl").string();
   // Lines written after the checkpoint we resumed from (by a killed run) are dropped, so the log
@@ -479,6 +517,7 @@ TrainResult Trainer::fit() {
     }
     for (auto& cb : callbacks_) stop = cb->on_step(*this, info) || stop;
     stop = stop || stop_requested_;
+    if (comm_ && comm_->world_size() > 1) stop = comm_->any(stop);  // every rank stops at the same step
   }
   result.stopped_by_callback = stop && step_ < options_.steps();
   if (options_.checkpoint_every() > 0 && last_checkpoint != step_ && step_ > first) save_checkpoint();
@@ -495,6 +534,7 @@ TrainResult Trainer::fit() {
 
 std::string Trainer::save_checkpoint() {
   MD_CHECK_VALUE(!options_.out_dir().empty(), "Trainer::save_checkpoint: no out_dir set");
+  if (!is_main_process()) return "";
   const std::string dir = (fs::path(options_.out_dir()) / "checkpoints").string();
   fs::create_directories(dir);
   const std::string path = checkpoint_path(dir, step_);
@@ -540,7 +580,21 @@ void Trainer::load_checkpoint(const std::string& path) {
     MD_CHECK(false, "Trainer: cannot read checkpoint '", path, "' (corrupt or not a checkpoint): ",
              e.what_without_backtrace());
   }
-  const std::string what = "checkpoint '" + path + "'";
+  load_checkpoint_archive(ar, "checkpoint '" + path + "'");
+}
+
+void Trainer::load_checkpoint_bytes(const std::string& bytes, const std::string& what) {
+  torch::serialize::InputArchive ar;
+  try {
+    std::istringstream in(bytes);
+    ar.load_from(in, c10::Device(c10::kCPU));
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, "Trainer: cannot read ", what, " (corrupt or not a checkpoint): ", e.what_without_backtrace());
+  }
+  load_checkpoint_archive(ar, what);
+}
+
+void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what) {
   auto read_int = [&](const char* key) {
     c10::IValue v;
     MD_CHECK(ar.try_read(key, v) && v.isInt(), what, ": missing or bad '", key, "'");
@@ -594,6 +648,7 @@ void Trainer::load_checkpoint(const std::string& path) {
 
 bool Trainer::resume() {
   MD_CHECK_VALUE(!options_.out_dir().empty(), "Trainer::resume: no out_dir set");
+  if (comm_ && comm_->world_size() > 1) return resume_distributed();
   const auto files = list_checkpoints((fs::path(options_.out_dir()) / "checkpoints").string());
   if (files.empty()) return false;
   std::string errors;
@@ -610,4 +665,78 @@ bool Trainer::resume() {
   return false;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Distributed
+
+bool Trainer::is_main_process() const { return !comm_ || comm_->rank() == 0; }
+
+void Trainer::distribute(std::shared_ptr<Communicator> comm, GradientSyncOptions sync) {
+  MD_CHECK_VALUE(comm != nullptr, "Trainer::distribute: comm is null");
+  MD_CHECK_VALUE(comm_ == nullptr, "Trainer::distribute: already distributed");
+  MD_CHECK_VALUE(options_.device() == comm->device(), "Trainer::distribute: the trainer runs on ", options_.device(),
+                 " but the communicator's ", to_string(comm->backend()), " backend works on ", comm->device(),
+                 "; train on the communicator's device");
+  sync.validate();
+  comm_ = std::move(comm);
+  if (comm_->world_size() == 1) return;
+  comm_->check_same(options_.steps(), "the number of training steps");
+  comm_->check_same(options_.grad_accumulation(), "grad_accumulation");
+  comm_->check_same(static_cast<int64_t>(options_.seed()), "the trainer seed");
+  comm_->check_same(step_, "the current step (call distribute() before resume())");
+  broadcast_module(*comm_, *model_);
+  if (ema_) {
+    NamedTensors state = ema_->named_state();
+    std::vector<at::Tensor> staged;
+    for (const auto& [name, t] : state) staged.push_back(t.to(comm_->device()).contiguous().clone());
+    comm_->broadcast(staged);
+    for (size_t i = 0; i < state.size(); ++i) state[i].second = staged[i].to(state[i].second.device());
+    ema_->load_named_state(state);
+  }
+  sync_ = std::make_unique<GradientSync>(comm_, model_->parameters(true), sync);
+}
+
+bool Trainer::resume_distributed() {
+  // Rank 0 finds the newest readable checkpoint (its own out_dir is the one that counts) and sends
+  // its bytes; every rank loads the same bytes, so a job resumes with any number of ranks, with
+  // or without a shared file system.
+  std::string bytes;
+  std::string what;
+  if (comm_->rank() == 0) {
+    const auto files = list_checkpoints((fs::path(options_.out_dir()) / "checkpoints").string());
+    std::string errors;
+    for (auto it = files.rbegin(); it != files.rend(); ++it) {
+      std::ifstream in(it->path, std::ios::binary);
+      std::ostringstream buf;
+      buf << in.rdbuf();
+      std::string candidate = buf.str();
+      try {
+        load_checkpoint_bytes(candidate, "checkpoint '" + it->path + "'");
+        bytes = std::move(candidate);
+        what = it->path;
+        break;
+      } catch (const c10::Error& e) {
+        errors += "\n  " + std::string(e.what_without_backtrace());
+      }
+    }
+    if (!errors.empty()) fmt::print(stderr, "warning: skipped unreadable checkpoints:{}\n", errors);
+  }
+  at::Tensor size = at::tensor({static_cast<int64_t>(bytes.size())}, at::TensorOptions(at::kLong)).to(comm_->device());
+  std::vector<at::Tensor> one{size};
+  comm_->broadcast(one);
+  const int64_t n = size.cpu().item<int64_t>();
+  if (n == 0) return false;
+  at::Tensor data = comm_->rank() == 0
+                        ? at::from_blob(bytes.data(), {n}, at::TensorOptions(at::kByte)).clone()
+                        : at::empty({n}, at::TensorOptions(at::kByte));
+  std::vector<at::Tensor> payload{data.to(comm_->device())};
+  comm_->broadcast(payload);
+  if (comm_->rank() != 0) {
+    const at::Tensor host = payload[0].cpu().contiguous();
+    const std::string received(reinterpret_cast<const char*>(host.data_ptr<uint8_t>()), static_cast<size_t>(n));
+    load_checkpoint_bytes(received, "checkpoint from rank 0");
+  }
+  comm_->check_same(step_, "the resumed step");
+  return true;
+}
 }  // namespace manifold_diffusion

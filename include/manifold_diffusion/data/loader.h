@@ -80,6 +80,13 @@ struct LoaderOptions {
   TORCH_ARG(int64_t, prefetch) = 2;
   /// Applied to every batch after it is gathered; empty for none.
   TORCH_ARG(BatchTransform, transform) = nullptr;
+  /// Data-parallel sharding: every batch is the slice shard_index of num_shards equal slices of the
+  /// global batch of batch_size rows (the same epoch order on every shard), so num_shards
+  /// processes together see exactly the batches of one unsharded loader. Needs batch_size
+  /// divisible by num_shards and drop_last when num_shards > 1. A sharded transform draws from a
+  /// generator seeded by (seed, epoch, index, shard_index).
+  TORCH_ARG(int64_t, num_shards) = 1;
+  TORCH_ARG(int64_t, shard_index) = 0;
 
  public:
   /// Fails with a message naming the bad option.

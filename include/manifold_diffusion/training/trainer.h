@@ -18,6 +18,7 @@
 
 #include <manifold_diffusion/core/enum.h>
 #include <manifold_diffusion/data/loader.h>
+#include <manifold_diffusion/distributed/distributed.h>
 #include <manifold_diffusion/models/denoiser.h>
 #include <manifold_diffusion/models/ema.h>
 #include <manifold_diffusion/schedules/noise_schedule.h>
@@ -46,6 +47,9 @@ namespace torch {
 namespace optim {
 class AdamW;
 }  // namespace optim
+namespace serialize {
+class InputArchive;
+}  // namespace serialize
 }  // namespace torch
 
 namespace manifold_diffusion {
@@ -82,13 +86,16 @@ struct DataSource {
 
 /// Batches of `batch` rows drawn uniformly with replacement from `data` (and the same rows of
 /// `labels` when defined), from a generator seeded by `seed`; the generator state is the source's
-/// state. For point clouds and other in-memory sets.
+/// state. For point clouds and other in-memory sets. With a `shard` of count > 1, `batch` is the
+/// global batch: every shard draws the same global batch and keeps its batch / count rows, so the
+/// shards together see exactly the batches of one unsharded source.
 ///
 /// Example:
 /// \code
 ///   mdiff::DataSource src = mdiff::random_batches(points, {}, 512, 7);
+///   mdiff::DataSource part = mdiff::random_batches(points, {}, 512, 7, mdiff::Shard{1, 2});  // rows 256..511
 /// \endcode
-DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed);
+DataSource random_batches(at::Tensor data, at::Tensor labels, int64_t batch, uint64_t seed, Shard shard = {});
 
 /// A DataSource over a data::TensorLoader (epochs shuffled by seed, batches assembled on worker
 /// threads, optional augmentation): x0 = batch.data, labels = batch.labels, augment =
@@ -227,15 +234,33 @@ class Trainer {
   double validate();
 
   /// Writes a checkpoint for the current step into out_dir/checkpoints and prunes old ones;
-  /// returns its path. Needs out_dir.
+  /// returns its path. Needs out_dir. On ranks other than 0 of a distributed job: writes nothing
+  /// and returns "". 
   std::string save_checkpoint();
   /// Saves to an explicit file (atomically).
   void save_checkpoint(const std::string& path);
   /// Restores everything from a checkpoint file.
   void load_checkpoint(const std::string& path);
+  /// Restores everything from a checkpoint held in memory (the bytes of a checkpoint file);
+  /// `what` names it in errors.
+  void load_checkpoint_bytes(const std::string& bytes, const std::string& what);
   /// Loads the newest readable checkpoint of out_dir/checkpoints (a corrupt newest file is reported
   /// and the previous one used); returns false when there is none.
   bool resume();
+
+  /// Makes this trainer one rank of a data-parallel job: copies rank 0's weights (and EMA) to every
+  /// rank, then averages gradients over the ranks every step (bucketed all-reduces overlapped with
+  /// backward), agrees on skipped steps and stops, and leaves logs and checkpoints to rank 0.
+  /// Each rank's DataSource must yield its own shard of the global batch (random_batches with a
+  /// Shard, or a loader with num_shards), the same number of rows on every rank. Timesteps, noise
+  /// and label dropout are drawn for the global batch and sliced, so a job of W ranks with local
+  /// batch B trains the same model as one process with batch W * B (up to float summation order).
+  /// resume() then reads the checkpoint on rank 0 and sends it to the others. Call it before fit().
+  void distribute(std::shared_ptr<Communicator> comm, GradientSyncOptions sync = {});
+  /// True unless this is a rank other than 0 of a distributed job.
+  bool is_main_process() const;
+  /// The communicator given to distribute(), or null.
+  Communicator* communicator() const { return comm_.get(); }
 
   /// Runs `fn` with the EMA weights in the model, then puts the trained weights back.
   void with_ema_weights(const std::function<void()>& fn);
@@ -254,6 +279,8 @@ class Trainer {
   void open_log();
   std::unique_ptr<torch::optim::AdamW> make_optimizer() const;
   at::Tensor prepare_labels(const at::Tensor& labels);
+  void load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what);
+  bool resume_distributed();
 
   TrainerOptions options_;
   std::shared_ptr<torch::nn::Module> model_;
@@ -278,6 +305,9 @@ class Trainer {
   int64_t log_loss_count_ = 0;
   double steps_per_second_ = 0;
   std::chrono::steady_clock::time_point fit_start_;
+  std::shared_ptr<Communicator> comm_;
+  std::unique_ptr<GradientSync> sync_;
+  bool batch_checked_ = false;
 };
 
 }  // namespace manifold_diffusion
