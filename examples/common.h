@@ -44,6 +44,27 @@ inline c10::Device setup(CommonFlags& f, const char* program) {
   return device;
 }
 
+/// The data-parallel job this process is a rank of, from the launcher's environment (RANK,
+/// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT: scripts/launch.sh, torchrun, a scheduler);
+/// null when the process runs alone. Gloo serves CPU training; NCCL serves CUDA training, on
+/// cuda:LOCAL_RANK (which then replaces `device`).
+inline std::shared_ptr<mdiff::Communicator> join_job(c10::Device& device) {
+  auto options = mdiff::DistributedOptions::from_environment();
+  if (options.world_size() == 1) return nullptr;
+  if (options.backend() == mdiff::DistributedBackend::Auto) {
+    options.backend(device.is_cuda() ? mdiff::DistributedBackend::NCCL : mdiff::DistributedBackend::Gloo);
+  }
+  auto comm = std::make_shared<mdiff::Communicator>(options);
+  MD_CHECK_VALUE(comm->device().is_cuda() == device.is_cuda(), "--device ", device.str(), " does not fit the ",
+                 mdiff::to_string(comm->backend()), " backend (it works on ", comm->device().str(),
+                 "); train on the CPU with gloo and on GPUs with nccl");
+  device = comm->device();
+  fmt::print("distributed: rank {} of {} (local rank {}), {} backend, store {}:{}, device {}\n", comm->rank(),
+             comm->world_size(), comm->local_rank(), mdiff::to_string(comm->backend()), options.master_addr(),
+             options.master_port(), device.str());
+  return comm;
+}
+
 /// Where the Fashion-MNIST feature classifier is cached: $XDG_CACHE_HOME or ~/.cache, then
 /// manifold_diffusion/fashion_classifier.pt.
 inline std::string default_classifier_path() {

@@ -152,7 +152,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return mdiff_program::run_guarded("mdiff-toy", [&] {
-    const c10::Device device = mdiff_program::setup(f.common, "mdiff-toy");
+    c10::Device device = mdiff_program::setup(f.common, "mdiff-toy");
+    // A rank of a distributed job when launched by scripts/launch.sh or torchrun (else null).
+    const auto comm = mdiff_program::join_job(device);
     const std::string& out = f.common.out;
 
     // Data: training points, a reference sample of the true distribution, and (synthetic) the manifold.
@@ -274,9 +276,15 @@ int main(int argc, char** argv) {
                     .checkpoint_every(f.checkpoint_every > 0 ? f.checkpoint_every : f.steps)
                     .seed(f.common.seed)
                     .device(device);
+    // Distributed (launched by scripts/launch.sh or torchrun): --batch is the global batch, each rank
+    // takes its shard of it; rank 0 writes the log, the checkpoints and everything after training.
+    const mdiff::Shard shard = comm ? mdiff::Shard::of(*comm) : mdiff::Shard{};
+    MD_CHECK_VALUE(f.batch % shard.count == 0, "--batch ", f.batch, " must be divisible by the ", shard.count,
+                   " processes of the job");
     mdiff::Trainer trainer(opts, net.ptr(), mdiff::network_function(net), schedule,
                            mdiff::DenoiserOptions(mdiff::enum_from_string<mdiff::PredictionType>(f.prediction)),
-                           mdiff::random_batches(model_data, cond_data, f.batch, mdiff::mix_seed(f.common.seed + 1)));
+                           mdiff::random_batches(model_data, cond_data, f.batch, mdiff::mix_seed(f.common.seed + 1), shard));
+    if (comm) trainer.distribute(comm);
     // Training-time constraints. The tangent regulariser's manifold: local PCA of (up to 5000)
     // training points in the model's space, with the synthetic manifold's intrinsic dimension.
     nlohmann::json constraints_json = nlohmann::json::array();
@@ -306,13 +314,17 @@ int main(int argc, char** argv) {
       }));
     }
     std::vector<std::pair<int64_t, double>> losses;
-    trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
+    if (trainer.is_main_process()) trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
     trainer.add_callback(std::make_shared<mdiff::LambdaCallback>([&](mdiff::Trainer&, const mdiff::TrainStepInfo& s) {
       if (!s.skipped_this_step) losses.emplace_back(s.step, s.loss);
       return false;
     }));
     if (f.resume && trainer.resume()) fmt::print("resumed at step {}\n", trainer.step());
     const mdiff::TrainResult tr = trainer.fit();
+    if (!trainer.is_main_process()) {
+      fmt::print("rank {}: trained to step {}; rank 0 samples and writes the results\n", comm->rank(), tr.steps);
+      return;
+    }
 
     // Sampling with the EMA weights: with sampling-time constraints, the same model and seed also
     // sample without them (the baseline), so the comparison is at equal training and sampling steps.

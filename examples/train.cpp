@@ -104,7 +104,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return mdiff_program::run_guarded("mdiff-train", [&] {
-    const c10::Device device = mdiff_program::setup(common, "mdiff-train");
+    c10::Device device = mdiff_program::setup(common, "mdiff-train");
+    // A rank of a distributed job when launched by scripts/launch.sh or torchrun (else null).
+    const auto comm = mdiff_program::join_job(device);
     const std::string& out = common.out;
 
     // "augment" is EDM's non-leaky augmentation of the loader (--augment); the rest are loss terms.
@@ -178,8 +180,19 @@ int main(int argc, char** argv) {
     for (const auto& p : unet->parameters()) num_parameters += p.numel();
     fmt::print("UNet: {} parameters\n", num_parameters);
 
+    // Distributed (launched by scripts/launch.sh or torchrun): --batch is the global batch, each rank
+    // loads its shard of every batch; rank 0 writes the log, checkpoints, previews and the results.
+    const mdiff::Shard shard = comm ? mdiff::Shard::of(*comm) : mdiff::Shard{};
+    MD_CHECK_VALUE(batch % shard.count == 0, "--batch ", batch, " must be divisible by the ", shard.count,
+                   " processes of the job");
+
     // Loader: shuffled by seed, batches assembled on `workers` threads, non-leaky augmentation.
-    auto loader_options = mdiff::data::LoaderOptions(batch).seed(common.seed).drop_last(true).num_workers(workers);
+    auto loader_options = mdiff::data::LoaderOptions(batch)
+                              .seed(common.seed)
+                              .drop_last(true)
+                              .num_workers(workers)
+                              .num_shards(shard.count)
+                              .shard_index(shard.index);
     if (augment_p > 0) {
       const mdiff::data::Augment augment(mdiff::data::AugmentOptions().xflip(augment_p).translate(augment_p));
       loader_options.transform([augment](mdiff::data::Batch b, at::Generator& g) {
@@ -212,6 +225,7 @@ int main(int argc, char** argv) {
                     .device(device);
     mdiff::Trainer trainer(opts, unet.ptr(), mdiff::network_function(unet), mdiff::NoiseSchedule(config.schedule),
                            config.denoiser, mdiff::loader_source(loader), val_source);
+    if (comm) trainer.distribute(comm);
     nlohmann::json constraints_json = nlohmann::json::array();
     for (const auto& text : train_constraints) {
       if (mdiff::ConstraintSpec::parse(text).name() == "augment") {
@@ -249,7 +263,7 @@ int main(int argc, char** argv) {
       const auto added = mdiff_program::add_train_constraints(trainer, loss_constraints, ctx);
       for (const auto& a : added) constraints_json.push_back(a);
     }
-    trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
+    if (trainer.is_main_process()) trainer.add_callback(std::make_shared<mdiff::ProgressBar>());
     if (time_limit > 0) trainer.add_callback(std::make_shared<mdiff::TimeLimit>(time_limit));
     const auto preview_sampler = mdiff::make_sampler("dpmpp_2m", 20);
     const int64_t per_class = 8;
@@ -257,7 +271,7 @@ int main(int argc, char** argv) {
         classes.empty() ? at::Tensor()
                         : at::arange(static_cast<int64_t>(classes.size()), at::kLong).repeat_interleave(per_class);
     const int64_t grid_n = classes.empty() ? 64 : grid_labels.size(0);
-    if (preview_every > 0) {
+    if (preview_every > 0 && trainer.is_main_process()) {
       std::filesystem::create_directories(out + "/previews");
       trainer.add_callback(std::make_shared<mdiff::Preview>(preview_every, [&](mdiff::Trainer& t, int64_t step) {
         t.with_ema_weights([&] {
@@ -275,6 +289,7 @@ int main(int argc, char** argv) {
     const mdiff::TrainResult tr = trainer.fit();
     fmt::print("trained {} steps ({} this run) in {:.1f} s{}\n", tr.steps, tr.steps_this_run, tr.seconds,
                tr.stopped_by_callback ? " (stopped by the time limit)" : "");
+    if (!trainer.is_main_process()) return;  // rank 0 evaluates and writes the results
 
     // Loss curve from the log.
     {

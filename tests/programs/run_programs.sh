@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end runs of the bundled programs on small settings (ctest: programs.*).
 #   run_programs.sh <bin dir> <case> <work dir>
-# Cases: toy, toy_kill_resume, train_sample, sample_constraints, embed, help, bad_flags, train_constraints.
+# Cases: toy, toy_kill_resume, train_sample, sample_constraints, embed, help, bad_flags, train_constraints,
+# distributed.
 set -euo pipefail
 bin="$1"; case_name="$2"; work="$3"
 rm -rf "$work"; mkdir -p "$work"
@@ -66,6 +67,40 @@ case "$case_name" in
     awk -v d="$d" -v n="$dn" 'BEGIN { exit !(d < 0.5 * n) }' || fail "samples are not near the moons: mean distance $d, noise $dn"
     steps=$(grep -c '"step"' "$work/killed/train_log.jsonl")
     [[ "$steps" -eq $(grep -c '"step"' "$work/full/train_log.jsonl") ]] || fail "train_log.jsonl has $steps lines after the resume"
+    ;;
+  distributed)
+    # Two processes through scripts/launch.sh (Gloo on loopback) train what one process trains with
+    # the same global batch; a one-process run resumes their checkpoint; mdiff-train runs too.
+    launch="$(dirname "$0")/../../scripts/launch.sh"
+    base=(--dataset moons --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
+          --sample-steps 5 --checkpoint-every 50 --threads 1 --seed 3)
+    args=("${base[@]}" --steps 100)
+    bash "$launch" -n 2 -- "$bin/mdiff-toy" --out "$work/two" "${args[@]}" >"$work/two.log" 2>&1 \
+      || { cat "$work/two.log"; fail "two-process mdiff-toy"; }
+    grep -q "\[rank 1\] distributed: rank 1 of 2" "$work/two.log" || { cat "$work/two.log"; fail "rank 1 did not join"; }
+    has_keys "$work/two/metrics.json" manifold_distance_mean
+    [[ -s "$work/two/checkpoints/ckpt-00000100.pt" ]] || fail "rank 0 wrote no final checkpoint"
+    "$bin/mdiff-toy" --out "$work/one" "${args[@]}" >"$work/one.log" 2>&1 || { cat "$work/one.log"; fail "one-process run"; }
+    g2=$(json_number <(tail -n 1 "$work/two/train_log.jsonl") grad_norm)
+    g1=$(json_number <(tail -n 1 "$work/one/train_log.jsonl") grad_norm)
+    awk -v a="$g1" -v b="$g2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * (a < 0 ? -a : a) + 1e-7) }' \
+      || fail "the last gradient norm differs: one process $g1, two processes $g2"
+    [[ $(grep -c '"step"' "$work/two/train_log.jsonl") -eq $(grep -c '"step"' "$work/one/train_log.jsonl") ]] \
+      || fail "the two-process log has another number of lines"
+    # One process continues the two-process run to step 150.
+    "$bin/mdiff-toy" --out "$work/two" "${base[@]}" --steps 150 --resume >"$work/resume.log" 2>&1 \
+      || { cat "$work/resume.log"; fail "one-process resume of a two-process checkpoint"; }
+    grep -q "resumed at step 100" "$work/resume.log" || { cat "$work/resume.log"; fail "did not resume at step 100"; }
+    # A failing process makes the launcher fail.
+    bash "$launch" -n 2 --grace 5 -- "$bin/mdiff-toy" --out "$work/bad" --steps 0 >"$work/bad.log" 2>&1 \
+      && fail "launch.sh succeeded although its processes failed"
+    # mdiff-train: the loader shards every batch; rank 0 writes the checkpoint and the samples.
+    bash "$launch" -n 2 -- "$bin/mdiff-train" --out "$work/train" --steps 4 --batch 8 --base-channels 8 \
+      --channel-mult 1,2 --attention 14 --checkpoint-every 2 --num-samples 0 --threads 1 --workers 1 >"$work/train.log" 2>&1 \
+      || { cat "$work/train.log"; fail "two-process mdiff-train"; }
+    for f in samples.png checkpoints/ckpt-00000004.pt train_log.jsonl; do
+      [[ -s "$work/train/$f" ]] || fail "two-process mdiff-train did not write $f"
+    done
     ;;
   train_sample)
     "$bin/mdiff-train" --out "$work/run" --steps 4 --batch 8 --base-channels 8 --channel-mult 1,2 \
