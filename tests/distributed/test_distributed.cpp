@@ -496,3 +496,21 @@ TEST(Distributed, AKilledRankMakesTheOthersStopWithAnError) {
   EXPECT_NE(log.find("a peer process has probably exited"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(dir.path + "/done0"));
 }
+
+TEST(Distributed, ARankWhosePeersNeverComeFailsAfterTheTimeout) {
+  MD_SKIP_WITHOUT_DISTRIBUTED();
+  JobDir dir;
+  // Rank 1 of 2 alone: no TCPStore to reach (rank 0 never starts).
+  std::map<std::string, std::string> vars{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"LOCAL_RANK", "1"},
+                                          {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(free_port())},
+                                          {"MD_DIST_CHILD", "1"}, {"MD_DIST_DIR", dir.path}, {"MDIFF_DIST_TIMEOUT", "3"}};
+  const auto start = std::chrono::steady_clock::now();
+  const int code = wait_rank(spawn_rank(vars, dir.path + "/rank1.log"), 60);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string log = read_text(dir.path + "/rank1.log");
+  std::cout << "a lone rank 1 exited with " << code << " after " << seconds << " s\n";
+  EXPECT_NE(code, 0) << log;
+  EXPECT_NE(code, -1) << "the lone rank hung: " << log;
+  EXPECT_LT(seconds, 30.0);
+  EXPECT_NE(log.find("distributed (rank 1 of 2): cannot reach the TCPStore at 127.0.0.1:"), std::string::npos) << log;
+}
