@@ -69,9 +69,9 @@ case "$case_name" in
     [[ "$steps" -eq $(grep -c '"step"' "$work/full/train_log.jsonl") ]] || fail "train_log.jsonl has $steps lines after the resume"
     ;;
   crash_resume)
-    # Crash safety: a run that writes a checkpoint after every step is killed with SIGKILL at random
-    # moments, at least 10 times (a kill lands inside a checkpoint write about half the time: the
-    # write with its fsync is about half of a step), and resumed after each kill. No checkpoint may
+    # Crash safety: a run that writes a checkpoint after every step is killed with SIGKILL at least
+    # 10 times, at random moments and (every other kill) while a checkpoint file is being written,
+    # and resumed after each kill. No checkpoint may
     # ever be unreadable, and the final samples must equal an uninterrupted run's byte for byte.
     args=(--dataset moons --steps 2000 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
           --sample-steps 5 --checkpoint-every 1 --threads 1 --seed 5)
@@ -81,7 +81,16 @@ case "$case_name" in
       runs=$((runs + 1))
       "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/run$runs.log" 2>&1 &
       pid=$!
-      sleep "0.$((45 + RANDOM % 55))"
+      if (( runs % 2 == 0 )); then
+        # Every other kill waits until a checkpoint file is being written.
+        sleep 0.4
+        for _ in $(seq 1 3000); do
+          compgen -G "$work/killed/checkpoints/*.pt.tmp.*" >/dev/null && break
+          sleep 0.001
+        done
+      else
+        sleep "0.$((45 + RANDOM % 55))"
+      fi
       if kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null || true
         kills=$((kills + 1))
