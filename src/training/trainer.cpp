@@ -78,6 +78,14 @@ void TrainerOptions::validate() const {
   MD_CHECK_VALUE(validation_every() >= 0, w, ": validation_every must be >= 0, got ", validation_every());
   MD_CHECK_VALUE(validation_batches() >= 1, w, ": validation_batches must be >= 1, got ", validation_batches());
   MD_CHECK_VALUE(max_nonfinite() >= 0, w, ": max_nonfinite must be >= 0, got ", max_nonfinite());
+  MD_CHECK_VALUE(loss_spike_factor() == 0 || (std::isfinite(loss_spike_factor()) && loss_spike_factor() > 1), w,
+                 ": loss_spike_factor must be 0 (off) or > 1, got ", loss_spike_factor());
+  MD_CHECK_VALUE(grad_spike_factor() == 0 || (std::isfinite(grad_spike_factor()) && grad_spike_factor() > 1), w,
+                 ": grad_spike_factor must be 0 (off) or > 1, got ", grad_spike_factor());
+  MD_CHECK_VALUE(spike_warmup() >= 1, w, ": spike_warmup must be >= 1, got ", spike_warmup());
+  MD_CHECK_VALUE(rollback_after() >= 0, w, ": rollback_after must be >= 0, got ", rollback_after());
+  MD_CHECK_VALUE(rollback_after() == 0 || !out_dir().empty(), w, ": rollback_after = ", rollback_after(),
+                 " needs an out_dir with checkpoints to roll back to");
   MD_CHECK_VALUE(log_every() >= 0, w, ": log_every must be >= 0, got ", log_every());
   MD_CHECK_VALUE(checkpoint_every() >= 0, w, ": checkpoint_every must be >= 0, got ", checkpoint_every());
   MD_CHECK_VALUE(keep_last() >= 1, w, ": keep_last must be >= 1, got ", keep_last());
@@ -365,17 +373,35 @@ TrainStepInfo Trainer::train_step() {
     finite = std::isfinite(norm);
   }
   info.lr = options_.lr() * lr_schedule_.factor(step_);
+  // Faults: a non-finite loss or gradient, a loss spike, an exploding gradient. The decisions use
+  // values every rank of a distributed job shares (the all-reduced loss and gradients).
+  const double step_loss = loss_sum / static_cast<double>(accum);
+  const bool detecting = accepted_ >= options_.spike_warmup();
   if (!finite) {
+    info.skip_reason = "nonfinite";
+  } else if (options_.loss_spike_factor() > 0 && detecting && step_loss > options_.loss_spike_factor() * loss_mean_) {
+    info.skip_reason = "loss_spike";
+  } else if (options_.grad_spike_factor() > 0 && detecting && norm > options_.grad_spike_factor() * norm_mean_) {
+    info.skip_reason = "grad_spike";
+  }
+  if (!info.skip_reason.empty()) {
     optimizer_->zero_grad();
     ++skipped_;
+    ++consecutive_skips_;
     info.skipped_this_step = true;
     MD_CHECK(skipped_ <= options_.max_nonfinite(), "Trainer: stopping at step ", step_, ": ", skipped_,
-             " steps had a non-finite loss or gradient (max_nonfinite = ", options_.max_nonfinite(),
-             "); lower the learning rate or check the data");
+             " steps were skipped (this one: ", info.skip_reason, "; loss ", step_loss, ", gradient norm ", norm,
+             "; max_nonfinite = ", options_.max_nonfinite(), "); lower the learning rate or check the data");
   } else {
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(info.lr);
     optimizer_->step();
     if (ema_) ema_->update(*model_);
+    // Running means: the plain mean over the first spike_warmup steps, then an exponential one.
+    const double w = accepted_ < options_.spike_warmup() ? 1.0 / static_cast<double>(accepted_ + 1) : 0.02;
+    loss_mean_ += w * (step_loss - loss_mean_);
+    norm_mean_ += w * (norm - norm_mean_);
+    ++accepted_;
+    consecutive_skips_ = 0;
   }
   for (const auto& [term, weight] : terms_) {
     term->after_step(step_);
@@ -383,9 +409,12 @@ TrainStepInfo Trainer::train_step() {
   }
   ++step_;
   info.step = step_;
-  info.loss = finite ? loss_sum / static_cast<double>(accum) : std::numeric_limits<double>::quiet_NaN();
+  info.loss = finite ? step_loss : std::numeric_limits<double>::quiet_NaN();
   info.grad_norm = norm;
   info.skipped = skipped_;
+  if (options_.rollback_after() > 0 && consecutive_skips_ >= options_.rollback_after()) {
+    info.rolled_back_to = rollback();
+  }
   return info;
 }
 
@@ -465,6 +494,8 @@ void Trainer::log_line(const TrainStepInfo& info, double val_loss) {
   j["steps_per_second"] = info.steps_per_second;
   j["elapsed_seconds"] = info.seconds;
   j["skipped"] = info.skipped;
+  if (!info.skip_reason.empty()) j["skip_reason"] = info.skip_reason;
+  if (info.rolled_back_to >= 0) j["rolled_back_to"] = info.rolled_back_to;
   for (const auto& [k, v] : info.scalars) j[k] = v;
   if (std::isfinite(val_loss)) j["val_loss"] = val_loss;
   log_ << j.dump() << "\n";
@@ -508,7 +539,7 @@ TrainResult Trainer::fit() {
       for (auto& cb : callbacks_) stop = cb->on_validation(*this, step_, val) || stop;
     }
     if ((options_.log_every() > 0 && step_ % options_.log_every() == 0) || step_ == options_.steps() ||
-        std::isfinite(val)) {
+        std::isfinite(val) || info.skipped_this_step || info.rolled_back_to >= 0) {
       log_line(info, val);
     }
     if (options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) {
@@ -526,6 +557,7 @@ TrainResult Trainer::fit() {
   result.steps_this_run = step_ - first;
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - fit_start_).count();
   result.skipped = skipped_;
+  result.rollbacks = rollbacks_;
   return result;
 }
 
@@ -550,6 +582,9 @@ void Trainer::save_checkpoint(const std::string& path) {
   ar.write("step", c10::IValue(step_));
   ar.write("skipped", c10::IValue(skipped_));
   ar.write("total_steps", c10::IValue(options_.steps()));
+  ar.write("guard", at::tensor({loss_mean_, norm_mean_, static_cast<double>(accepted_),
+                                static_cast<double>(consecutive_skips_), static_cast<double>(rollbacks_)},
+                               at::TensorOptions(at::kDouble)));
   for (const auto& [name, t] : module_state(*model_)) {
     MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), "Trainer: refusing to write '",
              path, "': model tensor '", name, "' has non-finite values");
@@ -604,6 +639,11 @@ void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const 
   MD_CHECK(format == kCheckpointFormat, what, ": format ", format, " is not supported (expected ", kCheckpointFormat, ")");
   const int64_t step = read_int("step");
   const int64_t skipped = read_int("skipped");
+  at::Tensor guard;
+  if (ar.try_read("guard", guard)) {
+    MD_CHECK(guard.scalar_type() == at::kDouble && guard.dim() == 1 && guard.numel() == 5, what,
+             ": bad 'guard' entry of shape ", guard.sizes());
+  }
   MD_CHECK(step >= 0 && step <= options_.steps(), what, ": step ", step, " is outside this run's 0..",
            options_.steps());
   const NamedTensors model = read_named_tensors(ar, "model");
@@ -644,6 +684,16 @@ void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const 
   for (size_t i = 0; i < terms_.size(); ++i) terms_[i].first->load_state(term_states[i]);
   step_ = step;
   skipped_ = skipped;
+  if (guard.defined()) {
+    loss_mean_ = guard[0].item<double>();
+    norm_mean_ = guard[1].item<double>();
+    accepted_ = static_cast<int64_t>(guard[2].item<double>());
+    consecutive_skips_ = static_cast<int64_t>(guard[3].item<double>());
+    rollbacks_ = static_cast<int64_t>(guard[4].item<double>());
+  } else {  // a checkpoint from before spike detection: start the running means again
+    loss_mean_ = norm_mean_ = 0;
+    accepted_ = consecutive_skips_ = rollbacks_ = 0;
+  }
 }
 
 bool Trainer::resume() {
@@ -668,6 +718,38 @@ bool Trainer::resume() {
 
 // ---------------------------------------------------------------------------------------------
 // Distributed
+
+int64_t Trainer::rollback() {
+  // Weights, optimiser, EMA and loss-term states from the newest checkpoint; the step count, the
+  // data position and all random state go on from here.
+  const int64_t step = step_, skipped = skipped_, rollbacks = rollbacks_;
+  const at::Tensor gen_state = generator_state(gen_);
+  auto defaults = default_generators();
+  std::vector<at::Tensor> default_states;
+  for (auto& g : defaults) default_states.push_back(generator_state(g));
+  const at::Tensor data_state = train_.state ? train_.state() : at::Tensor();
+  const bool found = resume();
+  const int64_t to = found ? step_ : -1;
+  step_ = step;
+  skipped_ = skipped;
+  set_generator_state(gen_, gen_state);
+  for (size_t i = 0; i < defaults.size(); ++i) set_generator_state(defaults[i], default_states[i]);
+  if (data_state.defined() && train_.load_state) train_.load_state(data_state);
+  consecutive_skips_ = 0;
+  if (!found) {
+    if (is_main_process()) {
+      fmt::print(stderr, "warning: step {}: {} consecutive skipped steps and no checkpoint to roll back to\n", step_,
+                 options_.rollback_after());
+    }
+    return -1;
+  }
+  rollbacks_ = rollbacks + 1;
+  if (is_main_process()) {
+    fmt::print(stderr, "warning: step {}: {} consecutive skipped steps; rolled the weights back to the checkpoint of step {}\n",
+               step_, options_.rollback_after(), to);
+  }
+  return to;
+}
 
 bool Trainer::is_main_process() const { return !comm_ || comm_->rank() == 0; }
 

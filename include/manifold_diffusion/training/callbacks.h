@@ -31,8 +31,12 @@ struct TrainStepInfo {
   double grad_norm = 0;      ///< gradient norm before clipping.
   double seconds = 0;        ///< wall time since fit() started (this process).
   double steps_per_second = 0;  ///< recent throughput (smoothed).
-  int64_t skipped = 0;       ///< steps skipped so far because of non-finite loss or gradients.
+  int64_t skipped = 0;       ///< steps skipped so far (non-finite values, loss or gradient spikes).
   bool skipped_this_step = false;
+  /// Why this step was skipped: "nonfinite", "loss_spike" or "grad_spike"; empty when it was not.
+  std::string skip_reason;
+  /// Set on the step after which the weights were rolled back: the checkpoint's step.
+  int64_t rolled_back_to = -1;
   std::map<std::string, double> scalars;  ///< loss-term values and term scalars.
 };
 

@@ -181,6 +181,18 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, validation_batches) = 4;
   /// Skipped (non-finite) steps allowed before the run stops with an error.
   TORCH_ARG(int64_t, max_nonfinite) = 20;
+  /// Skip a step whose loss exceeds this factor times the running mean of accepted losses (a loss
+  /// spike: a corrupt batch, say); 0: off. Detection starts after spike_warmup accepted steps.
+  TORCH_ARG(double, loss_spike_factor) = 0.0;
+  /// Skip a step whose gradient norm (before clipping) exceeds this factor times the running mean
+  /// of accepted steps' norms (an exploding gradient); 0: off.
+  TORCH_ARG(double, grad_spike_factor) = 0.0;
+  /// Accepted steps that form the running means before spike detection starts.
+  TORCH_ARG(int64_t, spike_warmup) = 20;
+  /// After this many consecutive skipped steps, roll the model, optimiser and EMA back to the newest
+  /// checkpoint in out_dir (the data position, random state and step count go on, so the batches
+  /// that caused the trouble are not seen again); 0: off.
+  TORCH_ARG(int64_t, rollback_after) = 0;
   /// Metrics line every this many steps.
   TORCH_ARG(int64_t, log_every) = 50;
   /// Folder for checkpoints/ and train_log.jsonl ("": no files).
@@ -202,7 +214,8 @@ struct TrainResult {
   double seconds = 0;          ///< wall time of this fit() call.
   double final_loss = 0;       ///< mean loss over the last log interval.
   double last_val_loss = -1;   ///< last validation loss (-1: none).
-  int64_t skipped = 0;         ///< non-finite steps skipped.
+  int64_t skipped = 0;         ///< steps skipped (non-finite, loss spike or gradient spike).
+  int64_t rollbacks = 0;       ///< roll-backs to a checkpoint (rollback_after).
   bool stopped_by_callback = false;
 };
 
@@ -299,6 +312,14 @@ class Trainer {
   std::vector<std::shared_ptr<TrainerCallback>> callbacks_;
   int64_t step_ = 0;
   int64_t skipped_ = 0;
+  // Running means of accepted steps' loss and gradient norm (spike detection), the number of
+  // accepted steps they hold, consecutive skips, and roll-backs; saved in checkpoints.
+  double loss_mean_ = 0;
+  double norm_mean_ = 0;
+  int64_t accepted_ = 0;
+  int64_t consecutive_skips_ = 0;
+  int64_t rollbacks_ = 0;
+  int64_t rollback();  // returns the checkpoint step rolled back to, or -1
   bool stop_requested_ = false;
   std::ofstream log_;
   double log_loss_sum_ = 0;

@@ -1,0 +1,196 @@
+// Numerical faults in training: a batch with NaN, a loss spike, an exploding gradient, and the
+// roll-back to the newest checkpoint after consecutive skipped steps.
+#include "test_util.h"
+
+#include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/models/mlp_denoiser.h>
+#include <manifold_diffusion/training/checkpoint.h>
+#include <manifold_diffusion/training/trainer.h>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mdiff = manifold_diffusion;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Batches of 2-D points; `corrupt(call, x0)` may change the batch of a given call (0-based).
+mdiff::DataSource faulty_source(std::function<void(int64_t, at::Tensor&)> corrupt) {
+  struct State {
+    at::Generator gen = mdiff::make_generator(11);
+    int64_t calls = 0;
+  };
+  auto s = std::make_shared<State>();
+  mdiff::DataSource src;
+  src.next = [s, corrupt] {
+    mdiff::TrainBatch b;
+    b.x0 = at::randn({32, 2}, s->gen, at::TensorOptions(at::kFloat)) * 0.5;
+    corrupt(s->calls++, b.x0);
+    return b;
+  };
+  src.state = [s] { return at::tensor({s->calls}, at::kLong); };
+  src.load_state = [s](const at::Tensor& t) { s->calls = t.item<int64_t>(); };
+  return src;
+}
+
+struct FaultRun {
+  mdiff::MLPDenoiser net{nullptr};
+  std::unique_ptr<mdiff::Trainer> trainer;
+  std::vector<mdiff::TrainStepInfo> steps;
+
+  mdiff::TrainStepInfo step() {
+    steps.push_back(trainer->train_step());
+    return steps.back();
+  }
+  std::vector<at::Tensor> params() const {
+    std::vector<at::Tensor> out;
+    for (const auto& p : net->parameters()) out.push_back(p.detach().clone());
+    return out;
+  }
+};
+
+FaultRun make_run(mdiff::TrainerOptions opts, mdiff::DataSource src,
+                  mdiff::PredictionType prediction = mdiff::PredictionType::Epsilon) {
+  at::manual_seed(5);
+  FaultRun r;
+  r.net = mdiff::MLPDenoiser(mdiff::MLPDenoiserOptions(2).hidden(32).num_blocks(1).time_embed_dim(16));
+  r.trainer = std::make_unique<mdiff::Trainer>(opts.lr(1e-3).ema_decay(0.9).log_every(0).seed(3), r.net.ptr(),
+                                               mdiff::network_function(r.net), mdiff::NoiseSchedule::linear(100),
+                                               mdiff::DenoiserOptions(prediction), std::move(src));
+  return r;
+}
+
+bool same(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!at::equal(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+// A term whose value is 0 and whose gradient is `scale` on every parameter, at one step only.
+struct GradientBomb : mdiff::LossTerm {
+  GradientBomb(mdiff::MLPDenoiser net, int64_t at_step, double scale) : net_(net), at_(at_step), scale_(scale) {}
+  std::string name() const override { return "bomb"; }
+  at::Tensor loss(const mdiff::LossContext& ctx) override {
+    at::Tensor total = at::zeros({}, at::kFloat);
+    if (ctx.step != at_) return total;
+    for (const auto& p : net_->parameters()) total = total + (p - p.detach()).sum() * scale_;
+    return total;
+  }
+  mdiff::MLPDenoiser net_;
+  int64_t at_;
+  double scale_;
+};
+
+struct TempDir {
+  TempDir() {
+    path = (fs::temp_directory_path() /
+            ("md_faults_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())))
+               .string();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string path;
+};
+
+}  // namespace
+
+TEST(TrainerFaults, ABatchWithNaNIsSkippedAndTrainingGoesOn) {
+  FaultRun r = make_run(mdiff::TrainerOptions(10), faulty_source([](int64_t call, at::Tensor& x) {
+                     if (call == 3) x[5][1] = std::numeric_limits<float>::quiet_NaN();
+                   }));
+  for (int i = 0; i < 3; ++i) r.step();
+  const auto before = r.params();
+  const mdiff::TrainStepInfo bad = r.step();
+  EXPECT_TRUE(bad.skipped_this_step);
+  EXPECT_EQ(bad.skip_reason, "nonfinite");
+  EXPECT_EQ(bad.skipped, 1);
+  EXPECT_TRUE(same(before, r.params())) << "a skipped step must not change the weights";
+  const mdiff::TrainStepInfo next = r.step();
+  EXPECT_FALSE(next.skipped_this_step);
+  EXPECT_TRUE(std::isfinite(next.loss));
+  EXPECT_FALSE(same(before, r.params()));
+  for (const auto& p : r.params()) EXPECT_TRUE(at::isfinite(p).all().item<bool>());
+}
+
+TEST(TrainerFaults, ALossSpikeIsSkippedWhenDetectionIsOn) {
+  auto spike = [](int64_t call, at::Tensor& x) {
+    if (call == 30) x.mul_(1000.0);
+  };
+  // x0-prediction: the target scales with the data (an eps target would not show the spike).
+  const auto x0 = mdiff::PredictionType::Sample;
+  // Detection off: the step goes through (and its loss really is a spike).
+  FaultRun off = make_run(mdiff::TrainerOptions(40), faulty_source(spike), x0);
+  for (int i = 0; i < 31; ++i) off.step();
+  EXPECT_FALSE(off.steps.back().skipped_this_step);
+  double mean = 0;
+  for (int i = 10; i < 30; ++i) mean += off.steps[static_cast<size_t>(i)].loss / 20.0;
+  EXPECT_GT(off.steps.back().loss, 10 * mean);
+
+  FaultRun on = make_run(mdiff::TrainerOptions(40).loss_spike_factor(5), faulty_source(spike), x0);
+  for (int i = 0; i < 30; ++i) EXPECT_FALSE(on.step().skipped_this_step) << "step " << i;
+  const auto before = on.params();
+  const mdiff::TrainStepInfo s = on.step();
+  EXPECT_TRUE(s.skipped_this_step);
+  EXPECT_EQ(s.skip_reason, "loss_spike");
+  EXPECT_TRUE(same(before, on.params()));
+  EXPECT_FALSE(on.step().skipped_this_step);
+}
+
+TEST(TrainerFaults, AnExplodingGradientIsSkippedWhenDetectionIsOn) {
+  FaultRun r = make_run(mdiff::TrainerOptions(40).grad_spike_factor(10), faulty_source([](int64_t, at::Tensor&) {}));
+  r.trainer->add_loss_term(std::make_shared<GradientBomb>(r.net, 25, 1e4));
+  for (int i = 0; i < 25; ++i) EXPECT_FALSE(r.step().skipped_this_step) << "step " << i;
+  const double typical = r.steps.back().grad_norm;
+  const auto before = r.params();
+  const mdiff::TrainStepInfo s = r.step();
+  EXPECT_TRUE(s.skipped_this_step);
+  EXPECT_EQ(s.skip_reason, "grad_spike");
+  EXPECT_GT(s.grad_norm, 100 * typical);
+  EXPECT_LT(std::abs(s.loss - r.steps[24].loss), 1.0) << "the loss itself did not spike";
+  EXPECT_TRUE(same(before, r.params()));
+  EXPECT_FALSE(r.step().skipped_this_step);
+}
+
+TEST(TrainerFaults, ConsecutiveSkipsRollTheWeightsBackToTheNewestCheckpoint) {
+  TempDir dir;
+  // Calls 12 and 13 (steps 13 and 14) have NaN: after the second, the weights go back to step 10's.
+  FaultRun r = make_run(mdiff::TrainerOptions(30).out_dir(dir.path).checkpoint_every(5).rollback_after(2),
+                   faulty_source([](int64_t call, at::Tensor& x) {
+                     if (call == 12 || call == 13) x.fill_(std::numeric_limits<float>::quiet_NaN());
+                   }));
+  std::vector<at::Tensor> at10;
+  for (int i = 0; i < 12; ++i) {
+    r.step();
+    if (r.trainer->step() % 5 == 0) r.trainer->save_checkpoint();
+    if (r.trainer->step() == 10) at10 = r.params();
+  }
+  EXPECT_FALSE(same(at10, r.params()));
+  EXPECT_EQ(r.step().skip_reason, "nonfinite");
+  const mdiff::TrainStepInfo second = r.step();
+  EXPECT_EQ(second.skip_reason, "nonfinite");
+  EXPECT_EQ(second.rolled_back_to, 10);
+  EXPECT_EQ(second.step, 14) << "the step count goes on";
+  EXPECT_TRUE(same(at10, r.params())) << "the weights are step 10's again";
+  const mdiff::TrainStepInfo after = r.step();
+  EXPECT_FALSE(after.skipped_this_step) << "the data moved past the bad batches";
+  EXPECT_EQ(after.step, 15);
+}
+
+TEST(TrainerFaults, RejectsBadFaultOptions) {
+  MD_EXPECT_ERROR(mdiff::TrainerOptions(10).loss_spike_factor(0.5).validate(), "loss_spike_factor must be 0 (off) or > 1, got 0.5");
+  MD_EXPECT_ERROR(mdiff::TrainerOptions(10).grad_spike_factor(-1).validate(), "grad_spike_factor must be 0 (off) or > 1, got -1");
+  MD_EXPECT_ERROR(mdiff::TrainerOptions(10).spike_warmup(0).validate(), "spike_warmup must be >= 1, got 0");
+  MD_EXPECT_ERROR(mdiff::TrainerOptions(10).rollback_after(3).validate(), "rollback_after = 3 needs an out_dir");
+}
