@@ -389,9 +389,15 @@ TrainStepInfo Trainer::train_step() {
     ++skipped_;
     ++consecutive_skips_;
     info.skipped_this_step = true;
+    const std::string why = info.skip_reason == "nonfinite"
+                                ? std::string("a non-finite loss or gradient")
+                            : info.skip_reason == "loss_spike"
+                                ? fmt::format("a loss spike: {:.4g} against a running mean of {:.4g}", step_loss, loss_mean_)
+                                : fmt::format("a gradient spike: norm {:.4g} against a running mean of {:.4g}", norm,
+                                              norm_mean_);
     MD_CHECK(skipped_ <= options_.max_nonfinite(), "Trainer: stopping at step ", step_, ": ", skipped_,
-             " steps were skipped (this one: ", info.skip_reason, "; loss ", step_loss, ", gradient norm ", norm,
-             "; max_nonfinite = ", options_.max_nonfinite(), "); lower the learning rate or check the data");
+             " steps were skipped (this one: ", why, "; max_nonfinite = ", options_.max_nonfinite(),
+             "); lower the learning rate or check the data");
   } else {
     for (auto& group : optimizer_->param_groups()) group.options().set_lr(info.lr);
     optimizer_->step();
