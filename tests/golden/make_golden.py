@@ -103,11 +103,19 @@ def write_unets(out):
     save_file({"x": x, "t": t, "labels": labels, "out": unet_io(cond, x, t, labels)}, os.path.join(d, "io.safetensors"))
 
 
-def model_output(x, t):
-    """A fixed, smooth stand-in for a network: the C++ test computes the same function (in float32)."""
-    t = float(t)
+def model_output(x, t, alpha_bar, prediction):
+    """A fixed, well-conditioned stand-in for a network: the exact posterior mean for data ~ N(0, 0.25 I),
+    plus a t-dependent pattern scaled by sqrt(alpha_bar) (so x0 estimates stay bounded). alpha_bar is that of
+    integer timestep t (float32, as the scheduler holds it). The C++ test computes the same function."""
+    a = float(alpha_bar)
+    s2 = 0.25
+    denom = a * s2 + 1.0 - a
     pattern = torch.linspace(-1, 1, x[0].numel(), dtype=torch.float32).view(x.shape[1:])
-    return (0.6 * math.cos(t / 500.0)) * x + (0.3 * math.sin(t / 70.0)) * pattern
+    bump = 0.3 * math.sqrt(a) * math.sin(float(t) / 70.0)
+    if prediction == "epsilon":
+        return (math.sqrt(1.0 - a) / denom) * x + bump * pattern
+    # v = sqrt(a) eps - sqrt(1 - a) x0 with the posterior means of eps and x0
+    return (math.sqrt(a * (1.0 - a)) * (1.0 - s2) / denom) * x + bump * pattern
 
 
 SCHEDULERS = [
@@ -119,7 +127,11 @@ SCHEDULERS = [
     ("ddim_trailing_v", DDIMScheduler, dict(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
                                              timestep_spacing="trailing", prediction_type="v_prediction"), 6),
     ("euler", EulerDiscreteScheduler, dict(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                                           beta_start=0.00085, beta_end=0.012), 6),
+                                           beta_start=0.00085, beta_end=0.012, timestep_spacing="trailing"), 6),
+    # diffusers' default "linspace" spacing: fractional timesteps (999, 799.2, ...), which ours rounds (see
+    # docs/interop.md); the C++ test checks that the difference is only that.
+    ("euler_linspace", EulerDiscreteScheduler, dict(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                                                    beta_start=0.00085, beta_end=0.012), 6),
     ("dpmpp_2m", DPMSolverMultistepScheduler, dict(num_train_timesteps=1000, beta_schedule="linear"), 6),
     ("dpmpp_2m_sde", DPMSolverMultistepScheduler, dict(num_train_timesteps=1000, beta_schedule="linear",
                                                        algorithm_type="sde-dpmsolver++"), 6),
@@ -135,14 +147,23 @@ def write_schedulers(out):
         x_T = torch.randn(shape, generator=torch.Generator().manual_seed(7))
         gens = [torch.Generator().manual_seed(s) for s in SEEDS]
         x = x_T * scheduler.init_noise_sigma
-        timesteps, inputs, prev, vp_scale = [], [], [], []
+        if cls is EulerDiscreteScheduler:
+            # diffusers' init_noise_sigma is sigma_max for "linspace"/"trailing" spacing but sqrt(sigma_max^2 + 1)
+            # for "leading"; ours always starts from N(0, I) in the VP domain, i.e. sqrt(sigma_max^2 + 1) here.
+            # Start both from the same x to compare the steps (docs/interop.md notes the difference).
+            x = x_T * math.sqrt(float(scheduler.sigmas.max()) ** 2 + 1.0)
+        timesteps, inputs, prev, vp_scale, x0 = [], [], [], [], []
+        prediction = scheduler.config.prediction_type
         for i, t in enumerate(scheduler.timesteps):
             model_in = scheduler.scale_model_input(x, t)
             inputs.append(model_in)
             timesteps.append(float(t))
-            eps = model_output(model_in, t)
-            x = scheduler.step(eps, t, x, generator=gens).prev_sample
+            pred = model_output(model_in, t, scheduler.alphas_cumprod[int(round(float(t)))], prediction)
+            result = scheduler.step(pred, t, x, generator=gens)
+            x = result.prev_sample
             prev.append(x)
+            x0.append(getattr(result, "pred_original_sample", None) if getattr(result, "pred_original_sample", None)
+                      is not None else torch.zeros_like(x))
             # The VP-domain sample: Euler works on x * sqrt(1 + sigma^2).
             if hasattr(scheduler, "sigmas") and cls is EulerDiscreteScheduler:
                 vp_scale.append(1.0 / math.sqrt(float(scheduler.sigmas[i + 1]) ** 2 + 1.0))
@@ -157,6 +178,7 @@ def write_schedulers(out):
             "model_inputs": torch.stack(inputs),
             "prev_samples": torch.stack(prev),
             "vp_scale": torch.tensor(vp_scale, dtype=torch.float64),
+            "pred_x0": torch.stack(x0),  # the scheduler's pred_original_sample (zeros where it has none)
         }
         metadata = {"scheduler_config": json.dumps(dict(scheduler.config, _class_name=cls.__name__)),
                     "num_steps": str(steps)}
