@@ -30,6 +30,7 @@
 #include <manifold_diffusion/models/ema.h>
 #include <manifold_diffusion/models/embeddings.h>
 #include <manifold_diffusion/models/mlp_denoiser.h>
+#include <manifold_diffusion/models/diffusers_unet.h>
 #include <manifold_diffusion/models/unet.h>
 #include <manifold_diffusion/ops/attention.h>
 #include <manifold_diffusion/ops/backend.h>
@@ -62,6 +63,7 @@
 #include <manifold_diffusion/constraints/spec.h>
 #include <manifold_diffusion/constraints/training.h>
 #include <manifold_diffusion/io/png.h>
+#include <manifold_diffusion/io/safetensors.h>
 #include <manifold_diffusion/io/plot.h>
 #include <manifold_diffusion/data/image_folder.h>
 #include <manifold_diffusion/constraints/measurement.h>

@@ -108,11 +108,11 @@ void ResBlockImpl::reset() {
   MD_CHECK_VALUE(o.dropout() >= 0 && o.dropout() < 1, "ResBlockOptions: dropout must be in [0, 1), got ", o.dropout());
   MD_CHECK_VALUE(!(o.up() && o.down()), "ResBlockOptions: up and down cannot both be set");
 
-  norm1_ = register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.in_channels())));
+  norm1_ = register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.in_channels()).eps(o.norm_eps())));
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_channels(), o.out_channels(), 3).padding(1)));
   emb_proj_ = register_module(
       "emb_proj", torch::nn::Linear(o.emb_dim(), o.use_scale_shift_norm() ? 2 * o.out_channels() : o.out_channels()));
-  norm2_ = register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.out_channels())));
+  norm2_ = register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.out_channels()).eps(o.norm_eps())));
   dropout_ = register_module("dropout", torch::nn::Dropout(o.dropout()));
   conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.out_channels(), o.out_channels(), 3).padding(1)));
   if (o.zero_init()) {
@@ -192,7 +192,7 @@ void AttentionBlockImpl::reset() {
                    o.num_head_channels(), ") must divide channels (", o.channels(), ")");
     heads_ = o.channels() / o.num_head_channels();
   }
-  norm_ = register_module("norm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.channels())));
+  norm_ = register_module("norm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), o.channels()).eps(o.norm_eps())));
   qkv_ = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(o.channels(), 3 * o.channels(), 1)));
   proj_ = register_module("proj", torch::nn::Conv1d(torch::nn::Conv1dOptions(o.channels(), o.channels(), 1)));
   if (o.zero_init()) {

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace manifold_diffusion {
 namespace {
@@ -50,6 +51,9 @@ void UNetOptions::validate() const {
   MD_CHECK_VALUE(num_res_blocks() >= 1, "UNetOptions: num_res_blocks must be >= 1, got ", num_res_blocks());
   check_positive(image_size(), "UNetOptions: image_size");
   check_positive(norm_groups(), "UNetOptions: norm_groups");
+  MD_CHECK_VALUE(std::isfinite(norm_eps()) && norm_eps() > 0, "UNetOptions: norm_eps must be positive, got ", norm_eps());
+  MD_CHECK_VALUE(std::isfinite(freq_shift()) && freq_shift() < static_cast<double>(base_channels() / 2),
+                 "UNetOptions: freq_shift must be below base_channels / 2 = ", base_channels() / 2, ", got ", freq_shift());
   for (size_t i = 0; i < channel_mult().size(); ++i) {
     const int64_t ch = base_channels() * channel_mult()[i];
     MD_CHECK_VALUE(ch % norm_groups() == 0, "UNetOptions: norm_groups (", norm_groups(),
@@ -117,6 +121,9 @@ std::string UNetOptions::to_json() const {
   j["learn_sigma"] = learn_sigma();
   j["zero_init_output"] = zero_init_output();
   j["channels_last"] = channels_last();
+  // Written only when set, so the JSON of every other configuration (and older readers) is unchanged.
+  if (norm_eps() != 1e-5) j["norm_eps"] = norm_eps();
+  if (freq_shift() != 0.0) j["freq_shift"] = freq_shift();
   return j.dump();
 }
 
@@ -170,6 +177,10 @@ UNetOptions UNetOptions::from_json(const std::string& text) {
       o.zero_init_output(json_get<bool>(j, k, what));
     } else if (k == "channels_last") {
       o.channels_last(json_get<bool>(j, k, what));
+    } else if (k == "norm_eps") {
+      o.norm_eps(json_get<double>(j, k, what));
+    } else if (k == "freq_shift") {
+      o.freq_shift(json_get<double>(j, k, what));
     } else {
       MD_CHECK_VALUE(false, what, ": unknown key '", k, "'");
     }
@@ -197,7 +208,10 @@ void UNetImpl::reset() {
   sinusoidal_ = nullptr;
   fourier_ = nullptr;
   if (o.time_embedding() == TimeEmbedding::Sinusoidal) {
-    sinusoidal_ = register_module("time_embedding", SinusoidalEmbedding(base));
+    // freq_shift as a longer period: exp(-ln(P) i / (D/2 - s)) = exp(-ln(P^(D/2 / (D/2 - s))) i / (D/2)).
+    const double half = static_cast<double>(base / 2);
+    const double max_period = o.freq_shift() == 0.0 || half == 0 ? 10000.0 : std::pow(10000.0, half / (half - o.freq_shift()));
+    sinusoidal_ = register_module("time_embedding", SinusoidalEmbedding(SinusoidalEmbeddingOptions(base).max_period(max_period)));
   } else {
     fourier_ = register_module("time_embedding", FourierEmbedding(FourierEmbeddingOptions(base).scale(o.fourier_scale())));
   }
@@ -218,6 +232,7 @@ void UNetImpl::reset() {
         .norm_groups(o.norm_groups())
         .dropout(o.dropout())
         .use_scale_shift_norm(o.use_scale_shift_norm())
+        .norm_eps(o.norm_eps())
         .zero_init(o.zero_init_output());
   };
   auto attention = [&](int64_t channels) {
@@ -225,6 +240,7 @@ void UNetImpl::reset() {
                               .num_heads(o.num_heads())
                               .num_head_channels(o.num_head_channels())
                               .norm_groups(o.norm_groups())
+                              .norm_eps(o.norm_eps())
                               .zero_init(o.zero_init_output()));
   };
 
@@ -303,7 +319,7 @@ void UNetImpl::reset() {
   MD_INTERNAL_ASSERT(skip_channels.empty());
   register_module("up", up_);
 
-  output_norm_ = register_module("output_norm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), ch)));
+  output_norm_ = register_module("output_norm", torch::nn::GroupNorm(torch::nn::GroupNormOptions(o.norm_groups(), ch).eps(o.norm_eps())));
   output_conv_ = register_module(
       "output_conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, o.output_channels(), 3).padding(1)));
   if (o.zero_init_output()) {
@@ -327,7 +343,7 @@ void UNetImpl::train(bool on) {
 
 void UNetImpl::pretty_print(std::ostream& stream) const {
   const UNetOptions& o = options_;
-  stream << fmt::format(
+  std::string text = fmt::format(
       "manifold_diffusion::UNet(in_channels={}, out_channels={}, base_channels={}, channel_mult=[{}], "
       "num_res_blocks={}, attention_resolutions=[{}], image_size={}, middle_attention={}, num_heads={}, "
       "num_head_channels={}, dropout={}, norm_groups={}, use_scale_shift_norm={}, time_embedding={}, "
@@ -337,6 +353,12 @@ void UNetImpl::pretty_print(std::ostream& stream) const {
       o.num_head_channels(), o.dropout(), o.norm_groups(), bool_name(o.use_scale_shift_norm()),
       mdiff::to_string(o.time_embedding()), o.fourier_scale(), o.num_classes(), o.augment_dim(), bool_name(o.resblock_updown()),
       bool_name(o.learn_sigma()), bool_name(o.zero_init_output()));
+  if (o.norm_eps() != 1e-5 || o.freq_shift() != 0.0) {
+    // Shown only when set (as to_json() writes them).
+    text.pop_back();
+    text += fmt::format(", norm_eps={}, freq_shift={})", o.norm_eps(), o.freq_shift());
+  }
+  stream << text;
 }
 
 at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& class_labels, const at::Tensor& augment_labels,

@@ -8,6 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <vector>
+
 namespace manifold_diffusion {
 namespace {
 
@@ -36,19 +39,74 @@ TimestepSpacing spacing_of(const nlohmann::json& j, TimestepSpacing fallback) {
   return *v;
 }
 
+// Python's json module writes float('inf') and nan as the bare tokens Infinity, -Infinity and NaN
+// (diffusers saves DPMSolverMultistepScheduler's lambda_min_clipped = -inf so); JSON has none:
+// they become null outside strings.
+std::string replace_non_finite_tokens(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) {
+        out += text[++i];
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      out += c;
+      continue;
+    }
+    bool replaced = false;
+    for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
+      const size_t n = std::char_traits<char>::length(token);
+      if (text.compare(i, n, token) == 0) {
+        out += "null";
+        i += n - 1;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += c;
+  }
+  return out;
+}
+
+// diffusers' multistep schedulers (DPMSolverMultistep, UniPCMultistep) take "linspace" timesteps as
+// round(linspace(0, T - 1, N + 1)) reversed without the final 0 (999, 832, 666, ... for N = 6), unlike
+// DDIM's linspace(0, T - 1, N) (999, 799, ...): given to the sampler as custom timesteps.
+std::vector<int64_t> multistep_linspace(const nlohmann::json& j, int64_t num_steps) {
+  const int64_t T = get_or<int64_t>(j, "num_train_timesteps", 1000);
+  MD_CHECK_VALUE(T >= 2 && num_steps >= 1, kWhat, ": num_train_timesteps ", T, " and num_steps ", num_steps, " must be >= 2 and >= 1");
+  std::vector<int64_t> t;
+  for (int64_t i = num_steps; i >= 1; --i) {
+    t.push_back(static_cast<int64_t>(std::nearbyint(static_cast<double>(i) * static_cast<double>(T - 1) / num_steps)));
+  }
+  return t;
+}
+
+bool linspace_spacing(const nlohmann::json& j) {
+  return spacing_of(j, TimestepSpacing::Linspace) == TimestepSpacing::Linspace;
+}
+
 }  // namespace
 
 DiffusersScheduler from_diffusers_scheduler_config(const std::string& text, int64_t num_steps) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(replace_non_finite_tokens(text));
   } catch (const nlohmann::json::exception& e) {
     MD_CHECK_VALUE(false, kWhat, ": invalid JSON: ", e.what());
   }
   MD_CHECK_VALUE(j.is_object(), kWhat, ": expected a JSON object, got ", j.type_name());
   DiffusersScheduler out;
   out.class_name = get_or<std::string>(j, "_class_name", "");
-  out.schedule = ScheduleOptions::from_diffusers_config(text);
+  out.schedule = ScheduleOptions::from_diffusers_config(replace_non_finite_tokens(text));
   const std::string pred = get_or<std::string>(j, "prediction_type", "epsilon");
   const auto p = try_enum_from_string<PredictionType>(pred);
   MD_CHECK_VALUE(p.has_value() && *p != PredictionType::EDM, kWhat, ": unsupported prediction_type '", pred,
@@ -87,7 +145,8 @@ DiffusersScheduler from_diffusers_scheduler_config(const std::string& text, int6
         DPMSolverOptions(num_steps)
             .variant(algo == "dpmsolver++" ? DPMSolverVariant::Multistep2M : DPMSolverVariant::SDE2M)
             .spacing(spacing_of(j, TimestepSpacing::Linspace))
-            .steps_offset(offset));
+            .steps_offset(offset)
+            .timesteps(linspace_spacing(j) ? multistep_linspace(j, num_steps) : std::vector<int64_t>{}));
   } else if (c == "UniPCMultistepScheduler") {
     const std::string solver = get_or<std::string>(j, "solver_type", "bh2");
     MD_CHECK_VALUE(solver == "bh2", kWhat, ": UniPC solver_type '", solver, "' is not supported (bh2)");
@@ -96,7 +155,9 @@ DiffusersScheduler from_diffusers_scheduler_config(const std::string& text, int6
                                                      .order(get_or<int64_t>(j, "solver_order", 2))
                                                      .lower_order_final(get_or<bool>(j, "lower_order_final", true))
                                                      .spacing(spacing_of(j, TimestepSpacing::Linspace))
-                                                     .steps_offset(offset));
+                                                     .steps_offset(offset)
+                                                     .timesteps(linspace_spacing(j) ? multistep_linspace(j, num_steps)
+                                                                                    : std::vector<int64_t>{}));
   } else {
     MD_CHECK_VALUE(false, kWhat, ": unsupported scheduler '_class_name': '", c,
                    "' (DDPM, DDIM, EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete, DPMSolverMultistep, "

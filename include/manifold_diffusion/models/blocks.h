@@ -62,6 +62,8 @@ struct ResBlockOptions {
   TORCH_ARG(int64_t, emb_dim);
   /// Groups of both GroupNorms; must divide in_channels and out_channels.
   TORCH_ARG(int64_t, norm_groups) = 32;
+  /// GroupNorm epsilon.
+  TORCH_ARG(double, norm_eps) = 1e-5;
   /// Dropout before the second convolution.
   TORCH_ARG(double, dropout) = 0.0;
   /// True: the embedding gives a scale and a shift applied after the second norm (FiLM, ADM);
@@ -123,6 +125,8 @@ struct AttentionBlockOptions {
   /// Channels per head (the head count is channels / num_head_channels); -1 uses num_heads.
   TORCH_ARG(int64_t, num_head_channels) = -1;
   TORCH_ARG(int64_t, norm_groups) = 32;
+  /// GroupNorm epsilon.
+  TORCH_ARG(double, norm_eps) = 1e-5;
   /// Start the output projection at zero, so the block is the identity at init.
   TORCH_ARG(bool, zero_init) = true;
   /// Use a fused attention: LibTorch's where the build has it (fused_attention_available()),

@@ -75,6 +75,8 @@ struct UNetOptions {
   TORCH_ARG(double, dropout) = 0.0;
   /// Groups of every GroupNorm; must divide every channel count base_channels * channel_mult[i].
   TORCH_ARG(int64_t, norm_groups) = 32;
+  /// Epsilon of every GroupNorm (diffusers' norm_eps; 1e-6 in google/ddpm-* models).
+  TORCH_ARG(double, norm_eps) = 1e-5;
   /// True: time (and class) conditioning as a per-channel scale and shift after a norm (FiLM, ADM);
   /// false: added to the features (DDPM).
   TORCH_ARG(bool, use_scale_shift_norm) = true;
@@ -82,6 +84,10 @@ struct UNetOptions {
   TORCH_ARG(TimeEmbedding, time_embedding) = TimeEmbedding::Sinusoidal;
   /// Frequency scale of the Fourier time embedding (FourierEmbeddingOptions::scale).
   TORCH_ARG(double, fourier_scale) = 16.0;
+  /// Shift of the sinusoidal embedding's frequencies, as diffusers' freq_shift: frequency i of the
+  /// D = base_channels features is exp(-ln(10000) * i / (D / 2 - freq_shift)); 0 is the DDPM/ADM
+  /// embedding, 1 that of diffusers' google/ddpm-* models. Must be below D / 2.
+  TORCH_ARG(double, freq_shift) = 0.0;
   /// 0: unconditional. Otherwise labels 0 .. num_classes - 1 plus a null class (index num_classes,
   /// or label -1) for classifier-free guidance; an embedding table of num_classes + 1 rows.
   TORCH_ARG(int64_t, num_classes) = 0;
