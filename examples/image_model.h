@@ -120,6 +120,57 @@ inline LoadedImageModel load_image_model(const ModelFlags& f, c10::Device device
   return load_image_model(f.run_dir, f.config_path, f.checkpoint, f.trained_weights, device);
 }
 
+/// Writes a diffusers DDPMPipeline folder: unet/ (export_diffusers_unet) and a DDPMScheduler config
+/// with this model's schedule and prediction type, plus model_index.json.
+inline void export_ddpm_pipeline(const mdiff::UNetImpl& unet, const ImageModelConfig& c, const std::string& dir) {
+  const mdiff::ScheduleOptions& s = c.schedule;
+  std::string kind;
+  switch (s.kind()) {
+    case mdiff::BetaSchedule::Linear: kind = "linear"; break;
+    case mdiff::BetaSchedule::ScaledLinear: kind = "scaled_linear"; break;
+    case mdiff::BetaSchedule::Cosine: kind = "squaredcos_cap_v2"; break;
+    case mdiff::BetaSchedule::Sigmoid: kind = "sigmoid"; break;
+    case mdiff::BetaSchedule::Custom: break;
+  }
+  MD_CHECK_VALUE(!kind.empty(), "--export-diffusers: a custom beta schedule has no diffusers scheduler name");
+  MD_CHECK_VALUE(s.kind() != mdiff::BetaSchedule::Cosine || (s.cosine_s() == 0.008 && s.max_beta() == 0.999),
+                 "--export-diffusers: diffusers' squaredcos_cap_v2 has s = 0.008 and max_beta = 0.999, this schedule s = ",
+                 s.cosine_s(), " and max_beta = ", s.max_beta());
+  std::string prediction;
+  switch (c.denoiser.prediction()) {
+    case mdiff::PredictionType::Epsilon: prediction = "epsilon"; break;
+    case mdiff::PredictionType::Sample: prediction = "sample"; break;
+    case mdiff::PredictionType::VPrediction: prediction = "v_prediction"; break;
+    case mdiff::PredictionType::EDM: break;
+  }
+  MD_CHECK_VALUE(!prediction.empty(), "--export-diffusers: EDM preconditioning has no diffusers DDPMScheduler equivalent");
+  mdiff::export_diffusers_unet(unet, (std::filesystem::path(dir) / "unet").string());
+  nlohmann::json sched = {{"_class_name", "DDPMScheduler"},
+                          {"num_train_timesteps", s.num_train_timesteps()},
+                          {"beta_schedule", kind},
+                          {"beta_start", s.beta_start()},
+                          {"beta_end", s.beta_end()},
+                          {"prediction_type", prediction},
+                          {"variance_type", "fixed_small"},
+                          {"clip_sample", true},
+                          {"clip_sample_range", 1.0},
+                          {"rescale_betas_zero_snr", s.rescale_zero_terminal_snr()},
+                          {"timestep_spacing", "leading"},
+                          {"steps_offset", 0}};
+  std::filesystem::create_directories(std::filesystem::path(dir) / "scheduler");
+  mdiff::atomic_write_text((std::filesystem::path(dir) / "scheduler" / "scheduler_config.json").string(), sched.dump(2) + "\n");
+  nlohmann::json index = {{"_class_name", "DDPMPipeline"},
+                          {"scheduler", {"diffusers", "DDPMScheduler"}},
+                          {"unet", {"diffusers", "UNet2DModel"}}};
+  mdiff::atomic_write_text((std::filesystem::path(dir) / "model_index.json").string(), index.dump(2) + "\n");
+}
+
+/// The text of a (small) file, at most 16 MB.
+inline std::string read_small_text_file(const std::string& path) {
+  const std::vector<uint8_t> b = mdiff::read_file_bytes(path, 16 << 20);
+  return std::string(b.begin(), b.end());
+}
+
 /// Fills what image sampling constraints may need: a ReferenceManifold of `reference_images`
 /// Fashion-MNIST training images when a spec names `manifold` (local PCA, k = 12, dimension
 /// estimated), and the autoencoder saved at `autoencoder_path` (mdiff-train writes one for its

@@ -4,10 +4,13 @@
 //   mdiff-sample --run out/fmnist --prompt "ankle boot" --num-samples 16 --out out/boots
 //   mdiff-sample --run out/fmnist --sampler ddim --sample-steps 50 --eta 1 --guidance 3 --out out/ddim
 //   mdiff-sample --config out/fmnist/config.json --checkpoint out/fmnist/checkpoints/ckpt-00004000.pt --out out/s
+//   mdiff-sample --diffusers ddpm-pipeline --num-samples 16 --out out/d     # a diffusers DDPMPipeline folder
+//   mdiff-sample --run out/fmnist --export-diffusers out/fmnist-diffusers   # for diffusers' DDPMPipeline
 //
 // Writes grid.png, metrics.json and, with --save-tensor, samples.pt (float32 [N, C, H, W] in [-1, 1]).
 
 #include "image_model.h"
+
 
 #include <torch/serialize.h>
 
@@ -47,15 +50,58 @@ int main(int argc, char** argv) {
   app.add_flag("--save-tensor", save_tensor, "also write samples.pt");
   app.add_flag("--fd", fd, "Fashion-MNIST models: feature-FD, precision/recall and class agreement of the samples against the test set");
   app.add_option("--classifier", classifier_path, "feature classifier for --fd (trained and cached when missing)")->capture_default_str();
+  std::string diffusers_dir, scheduler_config, export_dir;
+  app.add_option("--diffusers", diffusers_dir,
+                 "sample from a diffusers pipeline folder (unet/ + scheduler/scheduler_config.json) or UNet2DModel "
+                 "folder (with --scheduler-config) instead of --run; its scheduler is the sampler unless --sampler is given");
+  app.add_option("--scheduler-config", scheduler_config, "diffusers scheduler_config.json for --diffusers");
+  app.add_option("--export-diffusers", export_dir,
+                 "write the model (EMA weights unless --trained-weights) as a diffusers DDPMPipeline folder and exit");
   CLI11_PARSE(app, argc, argv);
 
   return mdiff_program::run_guarded("mdiff-sample", [&] {
     const c10::Device device = mdiff_program::setup(common, "mdiff-sample");
-    auto model = mdiff_program::load_image_model(model_flags, device);
+    std::unique_ptr<mdiff::Sampler> scheduler_sampler;
+    mdiff_program::LoadedImageModel model;
+    if (!diffusers_dir.empty()) {
+      MD_CHECK_VALUE(model_flags.run_dir.empty() && model_flags.config_path.empty() && model_flags.checkpoint.empty(),
+                     "--diffusers replaces --run, --config and --checkpoint; give only one model");
+      const std::filesystem::path dir(diffusers_dir);
+      std::string sched_path = scheduler_config;
+      if (sched_path.empty()) sched_path = (dir / "scheduler" / "scheduler_config.json").string();
+      MD_CHECK_VALUE(std::filesystem::is_regular_file(sched_path), "--diffusers ", diffusers_dir, ": no scheduler config at '",
+                     sched_path, "'; give --scheduler-config FILE");
+      mdiff::DiffusersScheduler sched = mdiff::from_diffusers_scheduler_config(mdiff_program::read_small_text_file(sched_path), sample_steps);
+      model.unet = mdiff::load_diffusers_unet(diffusers_dir);
+      model.unet->to(device);
+      model.unet->eval();
+      const mdiff::UNetOptions& o = model.unet->options();
+      model.config.unet = o;
+      model.config.schedule = sched.schedule;
+      model.config.denoiser = mdiff::DenoiserOptions(sched.prediction);
+      model.config.channels = o.in_channels();
+      model.config.image_size = o.image_size();
+      model.config.dataset = diffusers_dir;
+      for (int64_t c = 0; c < o.num_classes(); ++c) model.config.classes.push_back(std::to_string(c));
+      model.checkpoint = diffusers_dir;
+      model.step = -1;
+      if (app.count("--sampler") == 0) {
+        scheduler_sampler = std::move(sched.sampler);
+        sampler_name = sched.class_name;
+      }
+      fmt::print("model: diffusers folder {} ({}, {} steps)\n", diffusers_dir, sched.class_name, sample_steps);
+    } else {
+      model = mdiff_program::load_image_model(model_flags, device);
+    }
     const auto& config = model.config;
     mdiff::UNet unet = model.unet;
     const std::string& checkpoint = model.checkpoint;
     const int64_t step = model.step;
+    if (!export_dir.empty()) {
+      mdiff_program::export_ddpm_pipeline(*unet, config, export_dir);
+      fmt::print("exported: {} (diffusers DDPMPipeline: unet/ and scheduler/)\n", export_dir);
+      return;
+    }
 
     at::Tensor labels;
     std::vector<std::string> drawn;
@@ -80,7 +126,8 @@ int main(int argc, char** argv) {
     }
 
     const mdiff::Denoiser denoiser = mdiff_program::image_denoiser(unet, config);
-    const auto sampler = mdiff::make_sampler(sampler_name, sample_steps, eta);
+    const std::unique_ptr<mdiff::Sampler> sampler =
+        scheduler_sampler ? std::move(scheduler_sampler) : mdiff::make_sampler(sampler_name, sample_steps, eta);
     mdiff::SamplingConstraintContext constraint_context;
     mdiff_program::add_image_constraint_context(constraint_context, sample_constraints, autoencoder_path,
                                                 reference_images, device);

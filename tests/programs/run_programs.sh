@@ -143,6 +143,22 @@ case "$case_name" in
     for f in samples.png checkpoints/ckpt-00000004.pt train_log.jsonl; do
       [[ -s "$work/train/$f" ]] || fail "two-process mdiff-train did not write $f"
     done
+    # The two-process model exported as a diffusers DDPMPipeline folder samples the same images.
+    "$bin/mdiff-sample" --run "$work/train" --export-diffusers "$work/exported" >"$work/log_exp" 2>&1 || { cat "$work/log_exp"; fail "--export-diffusers"; }
+    for f in unet/config.json unet/diffusion_pytorch_model.safetensors scheduler/scheduler_config.json model_index.json; do
+      [[ -s "$work/exported/$f" ]] || fail "--export-diffusers did not write $f"
+    done
+    for src in "--run $work/train" "--diffusers $work/exported"; do
+      tag=${src%% *}; tag=${tag#--}
+      # shellcheck disable=SC2086
+      "$bin/mdiff-sample" $src --sampler ddpm --sample-steps 5 --num-samples 4 --threads 1 --out "$work/s_$tag" \
+        >"$work/log_$tag" 2>&1 || { cat "$work/log_$tag"; fail "mdiff-sample $src"; }
+    done
+    cmp "$work/s_run/grid.png" "$work/s_diffusers/grid.png" || fail "samples from the exported diffusers folder differ"
+    # And a diffusers folder written by Python (tests/golden) samples with its own scheduler.
+    "$bin/mdiff-sample" --diffusers "$(dirname "$0")/../golden/unet_attn" --num-samples 4 --sample-steps 5 --threads 1 \
+      --out "$work/s_golden" >"$work/log_golden" 2>&1 || { cat "$work/log_golden"; fail "mdiff-sample --diffusers golden"; }
+    grep -q '"sampler": *"DDIMScheduler"' "$work/s_golden/metrics.json" || fail "the golden folder's scheduler was not used"
     ;;
   train_sample)
     "$bin/mdiff-train" --out "$work/run" --steps 4 --batch 8 --base-channels 8 --channel-mult 1,2 \
@@ -155,6 +171,10 @@ case "$case_name" in
     "$bin/mdiff-train" --out "$work/run" --steps 6 --batch 8 --base-channels 8 --channel-mult 1,2 \
       --attention 14 --checkpoint-every 2 --num-samples 0 --augment 0.5 --threads 1 --resume >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--resume"; }
     grep -q "resumed at step 4" "$work/log2" || fail "mdiff-train --resume did not resume at step 4"
+    # A model with augmentation conditioning has no diffusers equivalent: refused by name.
+    "$bin/mdiff-sample" --run "$work/run" --export-diffusers "$work/exported" >"$work/log_exp" 2>&1 \
+      && fail "--export-diffusers accepted a model with augment_dim"
+    grep -q "augment_dim = 7 does not map to a UNet2DModel" "$work/log_exp" || { cat "$work/log_exp"; fail "export refusal message"; }
     "$bin/mdiff-sample" --run "$work/run" --out "$work/s" --prompt "ankle boot" --prompt bag --num-samples 4 \
       --sample-steps 3 --guidance 2 --save-tensor --threads 1 >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-sample"; }
     has_keys "$work/s/metrics.json" sample_seconds prompts
