@@ -8,7 +8,7 @@
 # for mdiff-train (the Fashion-MNIST UNet) and mdiff-toy (a small MLP on points).
 #
 #   scripts/distributed-throughput.sh [BIN_DIR]      (default build/release/bin)
-#   MD_STEPS (default 30), MD_BATCH (64), MD_ROUNDS (2), MD_OUT (out/distributed-throughput)
+#   MD_STEPS (default 30; mdiff-toy runs 5x as many), MD_BATCH (64; mdiff-toy: 2048), MD_ROUNDS (2), MD_OUT (out/distributed-throughput)
 # Prints a table of images (points) per second, the median over the rounds, and writes
 # $MD_OUT/results.json.
 set -euo pipefail
@@ -19,21 +19,22 @@ out="${MD_OUT:-out/distributed-throughput}"
 mkdir -p "$out"
 num() { sed -n "s/.*\"$2\": *\([-0-9.eE+]*\).*/\1/p" "$1" | head -1; }
 
-train_args=(--steps "$steps" --batch "$batch" --num-samples 0 --sample-steps 2 --checkpoint-every 0 --workers 1
+train_args=(--steps "$steps" --batch "$batch" --num-samples 0 --sample-steps 2 --checkpoint-every 100000000 --workers 1
             --ema-decay 0.999)
-toy_args=(--dataset swiss_roll --ambient-dim 8 --steps $((steps * 20)) --batch 4096 --n-train 20000 --hidden 256
-          --blocks 4 --num-samples 100 --sample-steps 2 --checkpoint-every 0)
+toy_args=(--dataset swiss_roll --ambient-dim 8 --steps $((steps * 5)) --batch 2048 --n-train 20000 --hidden 256
+          --blocks 4 --num-samples 100 --sample-steps 2)
 
 run() {  # name program procs threads -> rate (examples per second of training)
   local name="$1" prog="$2" procs="$3" threads="$4" dir="$out/$1"
   rm -rf "$dir"
   local args=("${train_args[@]}"); local per=$batch
-  if [[ "$prog" == mdiff-toy ]]; then args=("${toy_args[@]}"); per=4096; fi
+  if [[ "$prog" == mdiff-toy ]]; then args=("${toy_args[@]}"); per=2048; fi
   if (( procs == 1 )); then
     "$bin/$prog" --out "$dir" "${args[@]}" --threads "$threads" > "$out/$name.log" 2>&1
   else
     bash scripts/launch.sh -n "$procs" -- "$bin/$prog" --out "$dir" "${args[@]}" --threads "$threads" > "$out/$name.log" 2>&1
   fi
+  [[ -s "$dir/metrics.json" ]] || { echo "distributed-throughput: $name failed:" >&2; tail -n 5 "$out/$name.log" >&2; exit 1; }
   local s t
   s=$(num "$dir/metrics.json" steps); t=$(num "$dir/metrics.json" train_seconds)
   awk -v s="$s" -v t="$t" -v b="$per" 'BEGIN { printf "%.1f", s * b / t }'

@@ -56,25 +56,45 @@ is_int "$port" && (( port >= 1 && port <= 65535 )) || die "--master-port must be
 command -v "$1" >/dev/null 2>&1 || [[ -x "$1" ]] || die "program '$1' not found"
 
 world=$(( nproc * nnodes ))
-pids=()
-stop_all() {  # signal
-  for p in "${pids[@]}"; do kill "-$1" "$p" 2>/dev/null; done
+pids=(); filters=()
+declare -A live
+fifos="$(mktemp -d)"
+stop_all() {  # signal: to the processes still running
+  for p in "${!live[@]}"; do kill "-$1" "$p" 2>/dev/null; done
 }
-trap 'stop_all TERM; wait; exit 130' INT TERM
+on_signal() {  # exit status
+  stop_all TERM
+  for _ in $(seq 1 50); do
+    local left=0
+    for p in "${!live[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+    (( left )) || break
+    sleep 0.1
+  done
+  stop_all KILL
+  wait 2>/dev/null
+  rm -rf "$fifos"
+  exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
 
 for (( i = 0; i < nproc; i++ )); do
   rank=$(( node_rank * nproc + i ))
+  # Each process writes into a FIFO read by its own prefixing filter; both are children of this
+  # script, so it can signal the one and wait for the other to flush.
+  mkfifo "$fifos/$rank"
+  sed -u "s/^/[rank $rank] /" < "$fifos/$rank" &
+  filters+=($!)
   RANK=$rank WORLD_SIZE=$world LOCAL_RANK=$i LOCAL_WORLD_SIZE=$nproc MASTER_ADDR=$addr MASTER_PORT=$port \
-    "$@" > >(sed -u "s/^/[rank $rank] /") 2>&1 &
+    "$@" > "$fifos/$rank" 2>&1 &
   pids+=($!)
+  live[$!]=1
 done
 
 # Poll the processes (a finished one is a zombie until reaped, so look at its state in /proc).
 finished() { local st; st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1); [[ -z "$st" || "$st" == Z ]]; }
 status=0
 deadline=""
-declare -A live
-for p in "${pids[@]}"; do live[$p]=1; done
 while (( ${#live[@]} > 0 )); do
   for p in "${!live[@]}"; do
     finished "$p" || continue
@@ -93,5 +113,6 @@ while (( ${#live[@]} > 0 )); do
   fi
   sleep 0.2
 done
-wait  # the output filters
+wait "${filters[@]}" 2>/dev/null  # the prefixing filters end once their process's output closes
+rm -rf "$fifos"
 exit "$status"

@@ -25,6 +25,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -163,7 +164,8 @@ struct Communicator::Impl {
   DistributedBackend backend = DistributedBackend::Gloo;
   c10::Device device{c10::kCPU};
   std::string who;
-  bool failed = false;
+  // Set by any failed collective, also one waited on through a Pending.
+  std::shared_ptr<std::atomic<bool>> failed = std::make_shared<std::atomic<bool>>(false);
 #ifdef MD_WITH_DISTRIBUTED
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<CollectiveGroup> group;
@@ -181,6 +183,7 @@ struct Communicator::Pending::Impl {
   std::string what;
   std::string who;
   double timeout_seconds = 0;
+  std::shared_ptr<std::atomic<bool>> failed;
 };
 
 Communicator::Pending::Pending() = default;
@@ -216,10 +219,15 @@ void wait_work(const c10::intrusive_ptr<c10d::Work>& work, const std::string& wh
 
 void Communicator::Pending::wait() {
   if (!impl_) return;
+  std::unique_ptr<Impl> impl = std::move(impl_);  // waited on once, even when it fails
 #ifdef MD_WITH_DISTRIBUTED
-  if (impl_->work) wait_work(impl_->work, impl_->who, impl_->what, impl_->timeout_seconds);
+  try {
+    if (impl->work) wait_work(impl->work, impl->who, impl->what, impl->timeout_seconds);
+  } catch (...) {
+    if (impl->failed) *impl->failed = true;
+    throw;
+  }
 #endif
-  impl_.reset();
 }
 
 Communicator::Communicator(DistributedOptions options) : impl_(std::make_unique<Impl>()) {
@@ -272,6 +280,10 @@ Communicator::Communicator(DistributedOptions options) : impl_(std::make_unique<
                                                                  static_cast<int>(options.world_size()), go);
     } else {
 #ifdef MD_WITH_NCCL
+      // Blocking waits: a dead or hung peer then fails wait() with an error after the timeout,
+      // instead of leaving the CPU to hang at the next synchronisation (or the watchdog aborting).
+      ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+      ::setenv("NCCL_BLOCKING_WAIT", "1", 0);
       c10::cuda::set_device(static_cast<c10::DeviceIndex>(options.local_rank()));
       auto no = c10d::ProcessGroupNCCL::Options::create();
       no->timeout = timeout;
@@ -321,18 +333,19 @@ Communicator::Pending Communicator::all_reduce_sum_async(at::Tensor tensor, cons
   Pending p;
   if (world_size() == 1) return p;
 #ifdef MD_WITH_DISTRIBUTED
-  MD_CHECK(!impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
+  MD_CHECK(!*impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
   p.impl_ = std::make_unique<Pending::Impl>();
   p.impl_->what = what;
   p.impl_->who = impl_->who;
   p.impl_->timeout_seconds = impl_->options.timeout_seconds();
+  p.impl_->failed = impl_->failed;
   std::vector<at::Tensor> ts{std::move(tensor)};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
   try {
     p.impl_->work = impl_->group->allreduce(ts, opts);
   } catch (const std::exception& e) {
-    impl_->failed = true;
+    *impl_->failed = true;
     collective_failed(impl_->who, what, impl_->options.timeout_seconds(), e.what());
   }
 #endif
@@ -345,7 +358,7 @@ void Communicator::all_reduce_sum(at::Tensor& tensor) {
   try {
     p.wait();
   } catch (...) {
-    impl_->failed = true;
+    *impl_->failed = true;
     throw;
   }
 }
@@ -354,14 +367,14 @@ void Communicator::all_reduce_max(at::Tensor& tensor) {
   check_collective_tensor(tensor, impl_->device, "all_reduce_max");
   if (world_size() == 1) return;
 #ifdef MD_WITH_DISTRIBUTED
-  MD_CHECK(!impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
+  MD_CHECK(!*impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
   std::vector<at::Tensor> ts{tensor};
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::MAX;
   try {
     wait_work(impl_->group->allreduce(ts, opts), impl_->who, "all_reduce_max", impl_->options.timeout_seconds());
   } catch (...) {
-    impl_->failed = true;
+    *impl_->failed = true;
     throw;
   }
 #endif
@@ -373,7 +386,7 @@ void Communicator::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
   for (const auto& t : tensors) check_collective_tensor(t, impl_->device, "broadcast");
   if (world_size() == 1 || tensors.empty()) return;
 #ifdef MD_WITH_DISTRIBUTED
-  MD_CHECK(!impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
+  MD_CHECK(!*impl_->failed, impl_->who, ": the process group failed earlier and cannot be used");
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   try {
@@ -383,7 +396,7 @@ void Communicator::broadcast(std::vector<at::Tensor>& tensors, int64_t root) {
       wait_work(impl_->group->broadcast(one, opts), impl_->who, "broadcast", impl_->options.timeout_seconds());
     }
   } catch (...) {
-    impl_->failed = true;
+    *impl_->failed = true;
     throw;
   }
 #endif
@@ -406,13 +419,14 @@ bool Communicator::any(bool flag) {
 
 void Communicator::check_same(int64_t value, const std::string& what) {
   if (world_size() == 1) return;
-  at::Tensor t = at::tensor({static_cast<double>(value), -static_cast<double>(value)},
-                            at::TensorOptions(at::kDouble)).to(impl_->device);
+  // The maximum of v and of ~v (= ~minimum of v) in one exact int64 all-reduce.
+  at::Tensor t = at::tensor({value, ~value}, at::TensorOptions(at::kLong)).to(impl_->device);
   all_reduce_max(t);
-  const double hi = t[0].item<double>();
-  const double lo = -t[1].item<double>();
-  MD_CHECK(hi == lo, impl_->who, ": ranks disagree on ", what, ": values range from ", static_cast<int64_t>(lo),
-           " to ", static_cast<int64_t>(hi), " (this rank: ", value, ")");
+  const at::Tensor h = t.cpu();
+  const int64_t hi = h[0].item<int64_t>();
+  const int64_t lo = ~h[1].item<int64_t>();
+  MD_CHECK(hi == lo, impl_->who, ": ranks disagree on ", what, ": values range from ", lo, " to ", hi, " (this rank: ",
+           value, ")");
 }
 
 void broadcast_module(Communicator& comm, torch::nn::Module& module, int64_t root) {
@@ -463,6 +477,10 @@ struct GradientSync::Impl {
   bool armed = false;
   size_t next_launch = 0;
   int64_t overlapped = 0;
+  // Per parameter: 1 when this rank has a gradient for it; summed over the ranks, 0 means no rank
+  // has one and the parameter keeps an undefined gradient, as in a single process.
+  at::Tensor has_grad;
+  Communicator::Pending flags_work;
 
   void launch_in_order(bool from_hook) {
     while (next_launch < buckets.size() && buckets[next_launch].pending == 0 && !buckets[next_launch].launched) {
@@ -565,7 +583,15 @@ int64_t GradientSync::overlapped_buckets() const { return impl_->overlapped; }
 
 void GradientSync::arm() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  // Re-arming without finish() (after a failed backward) starts over.
+  // Re-arming without finish() (after a failed backward) starts over, once the all-reduces still in
+  // flight have ended (their buffers are about to be refilled); their errors are not this step's.
+  for (auto& b : impl_->buckets) {
+    try {
+      b.work.wait();
+    } catch (const c10::Error&) {
+    }
+  }
+  impl_->flags_work = Communicator::Pending();
   for (auto& b : impl_->buckets) {
     b.pending = static_cast<int64_t>(b.members.size());
     b.launched = false;
@@ -584,6 +610,7 @@ void GradientSync::finish() {
     s.armed = false;
     at::NoGradGuard no_grad;
     // Parameters that received no gradient in this backward: their accumulated gradient (or zero).
+    std::vector<float> has(s.params.size(), 1.0f);
     for (auto& b : s.buckets) {
       if (b.pending == 0) continue;
       for (int64_t i : b.members) {
@@ -594,20 +621,27 @@ void GradientSync::finish() {
           dst.copy_(p.grad());
         } else {
           dst.zero_();
+          has[static_cast<size_t>(i)] = 0.0f;
         }
         s.filled[static_cast<size_t>(i)] = 1;
       }
       b.pending = 0;
     }
     s.launch_in_order(false);
+    s.has_grad = at::tensor(has, at::TensorOptions(at::kFloat)).to(s.comm->device());
+    s.flags_work = s.comm->all_reduce_sum_async(s.has_grad, "gradient presence flags");
   }
   at::NoGradGuard no_grad;
   const double inv = 1.0 / static_cast<double>(s.comm->world_size());
+  for (auto& b : s.buckets) b.work.wait();
+  s.flags_work.wait();
+  const at::Tensor flags = s.has_grad.cpu();
+  const float* any_grad = flags.data_ptr<float>();
   for (auto& b : s.buckets) {
-    b.work.wait();
     b.flat.mul_(inv);
     for (int64_t i : b.members) {
       at::Tensor& p = s.params[static_cast<size_t>(i)];
+      if (any_grad[i] == 0.0f) continue;  // no rank has a gradient: it stays undefined
       const at::Tensor src = b.flat.narrow(0, s.slots[static_cast<size_t>(i)].offset, p.numel()).view(p.sizes());
       if (p.grad().defined()) {
         p.mutable_grad().copy_(src);

@@ -549,7 +549,7 @@ TrainResult Trainer::fit() {
       log_line(info, val);
     }
     if (options_.checkpoint_every() > 0 && step_ % options_.checkpoint_every() == 0) {
-      save_checkpoint();
+      checkpoint_collectively();
       last_checkpoint = step_;
     }
     for (auto& cb : callbacks_) stop = cb->on_step(*this, info) || stop;
@@ -557,7 +557,7 @@ TrainResult Trainer::fit() {
     if (comm_ && comm_->world_size() > 1) stop = comm_->any(stop);  // every rank stops at the same step
   }
   result.stopped_by_callback = stop && step_ < options_.steps();
-  if (options_.checkpoint_every() > 0 && last_checkpoint != step_ && step_ > first) save_checkpoint();
+  if (options_.checkpoint_every() > 0 && last_checkpoint != step_ && step_ > first) checkpoint_collectively();
   for (auto& cb : callbacks_) cb->on_end(*this);
   result.steps = step_;
   result.steps_this_run = step_ - first;
@@ -757,6 +757,23 @@ int64_t Trainer::rollback() {
   return to;
 }
 
+void Trainer::checkpoint_collectively() {
+  if (!comm_ || comm_->world_size() == 1) {
+    save_checkpoint();
+    return;
+  }
+  // Rank 0 writes; the others learn at once when that failed (a full disk, non-finite weights)
+  // instead of waiting out the collective timeout at the next step.
+  std::string failure;
+  try {
+    save_checkpoint();
+  } catch (const c10::Error& e) {
+    failure = e.what_without_backtrace();
+  }
+  MD_CHECK(!comm_->any(!failure.empty()), "Trainer: the checkpoint of step ", step_, " could not be written",
+           failure.empty() ? std::string(" (see rank 0's error)") : ": " + failure);
+}
+
 bool Trainer::is_main_process() const { return !comm_ || comm_->rank() == 0; }
 
 void Trainer::distribute(std::shared_ptr<Communicator> comm, GradientSyncOptions sync) {
@@ -787,12 +804,13 @@ void Trainer::distribute(std::shared_ptr<Communicator> comm, GradientSyncOptions
 bool Trainer::resume_distributed() {
   // Rank 0 finds the newest readable checkpoint (its own out_dir is the one that counts) and sends
   // its bytes; every rank loads the same bytes, so a job resumes with any number of ranks, with
-  // or without a shared file system.
+  // or without a shared file system. A failure anywhere fails every rank.
   std::string bytes;
-  std::string what;
+  std::string errors;
+  bool any_file = false;
   if (comm_->rank() == 0) {
     const auto files = list_checkpoints((fs::path(options_.out_dir()) / "checkpoints").string());
-    std::string errors;
+    any_file = !files.empty();
     for (auto it = files.rbegin(); it != files.rend(); ++it) {
       std::ifstream in(it->path, std::ios::binary);
       std::ostringstream buf;
@@ -801,29 +819,38 @@ bool Trainer::resume_distributed() {
       try {
         load_checkpoint_bytes(candidate, "checkpoint '" + it->path + "'");
         bytes = std::move(candidate);
-        what = it->path;
         break;
       } catch (const c10::Error& e) {
         errors += "\n  " + std::string(e.what_without_backtrace());
       }
     }
-    if (!errors.empty()) fmt::print(stderr, "warning: skipped unreadable checkpoints:{}\n", errors);
+    if (!errors.empty() && !bytes.empty()) fmt::print(stderr, "warning: skipped unreadable checkpoints:{}\n", errors);
   }
-  at::Tensor size = at::tensor({static_cast<int64_t>(bytes.size())}, at::TensorOptions(at::kLong)).to(comm_->device());
+  // -1: there are checkpoints and none could be read.
+  const int64_t announced = bytes.empty() ? (any_file ? -1 : 0) : static_cast<int64_t>(bytes.size());
+  at::Tensor size = at::tensor({announced}, at::TensorOptions(at::kLong)).to(comm_->device());
   std::vector<at::Tensor> one{size};
   comm_->broadcast(one);
   const int64_t n = size.cpu().item<int64_t>();
+  MD_CHECK(n >= 0, "Trainer::resume: rank 0 found no readable checkpoint in '", options_.out_dir(), "/checkpoints'",
+           comm_->rank() == 0 ? errors : std::string(" (see rank 0's error)"));
   if (n == 0) return false;
-  at::Tensor data = comm_->rank() == 0
-                        ? at::from_blob(bytes.data(), {n}, at::TensorOptions(at::kByte)).clone()
-                        : at::empty({n}, at::TensorOptions(at::kByte));
+  at::Tensor data = comm_->rank() == 0 ? at::from_blob(bytes.data(), {n}, at::TensorOptions(at::kByte)).clone()
+                                       : at::empty({n}, at::TensorOptions(at::kByte));
   std::vector<at::Tensor> payload{data.to(comm_->device())};
   comm_->broadcast(payload);
+  std::string failure;
   if (comm_->rank() != 0) {
-    const at::Tensor host = payload[0].cpu().contiguous();
-    const std::string received(reinterpret_cast<const char*>(host.data_ptr<uint8_t>()), static_cast<size_t>(n));
-    load_checkpoint_bytes(received, "checkpoint from rank 0");
+    try {
+      const at::Tensor host = payload[0].cpu().contiguous();
+      const std::string received(reinterpret_cast<const char*>(host.data_ptr<uint8_t>()), static_cast<size_t>(n));
+      load_checkpoint_bytes(received, "checkpoint from rank 0");
+    } catch (const c10::Error& e) {
+      failure = e.what_without_backtrace();
+    }
   }
+  MD_CHECK(!comm_->any(!failure.empty()), "Trainer::resume: a rank could not load rank 0's checkpoint",
+           failure.empty() ? std::string(" (see that rank's error)") : ": " + failure);
   comm_->check_same(step_, "the resumed step");
   return true;
 }

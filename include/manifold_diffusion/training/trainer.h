@@ -294,6 +294,7 @@ class Trainer {
   at::Tensor prepare_labels(const at::Tensor& labels);
   void load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what);
   bool resume_distributed();
+  void checkpoint_collectively();
 
   TrainerOptions options_;
   std::shared_ptr<torch::nn::Module> model_;
