@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -50,8 +51,10 @@ struct Job {
   std::unique_ptr<mdiff::Trainer> trainer;
 };
 
+// nan_at >= 0: the batch of that call has NaN in the rows of the second half of the global batch
+// (rank 1's rows in a job of two).
 Job make_job(int64_t steps, const std::string& out_dir, int64_t checkpoint_every, mdiff::Shard shard,
-             int64_t accumulation = 1) {
+             int64_t accumulation = 1, int64_t nan_at = -1) {
   at::manual_seed(123);
   Job job;
   job.net = mdiff::MLPDenoiser(mdiff::MLPDenoiserOptions(2).hidden(64).num_blocks(2).time_embed_dim(32));
@@ -67,9 +70,22 @@ Job make_job(int64_t steps, const std::string& out_dir, int64_t checkpoint_every
                   .seed(5)
                   .out_dir(out_dir)
                   .checkpoint_every(checkpoint_every);
-  job.trainer = std::make_unique<mdiff::Trainer>(
-      opts, job.net.ptr(), mdiff::network_function(job.net), mdiff::NoiseSchedule::linear(100),
-      mdiff::DenoiserOptions(), mdiff::random_batches(points, {}, kGlobalBatch / accumulation, 9, shard));
+  mdiff::DataSource source = mdiff::random_batches(points, {}, kGlobalBatch / accumulation, 9, shard);
+  if (nan_at >= 0) {
+    auto calls = std::make_shared<int64_t>(0);
+    auto next = source.next;
+    source.next = [next, calls, nan_at, shard] {
+      mdiff::TrainBatch b = next();
+      if ((*calls)++ == nan_at) {
+        const int64_t n = b.x0.size(0);
+        if (shard.count == 1) b.x0.narrow(0, n / 2, n - n / 2).fill_(std::numeric_limits<float>::quiet_NaN());
+        if (shard.count == 2 && shard.index == 1) b.x0.fill_(std::numeric_limits<float>::quiet_NaN());
+      }
+      return b;
+    };
+  }
+  job.trainer = std::make_unique<mdiff::Trainer>(opts, job.net.ptr(), mdiff::network_function(job.net),
+                                                 mdiff::NoiseSchedule::linear(100), mdiff::DenoiserOptions(), source);
   return job;
 }
 
@@ -217,7 +233,7 @@ TEST(DistributedChild, Run) {
   const int64_t stop_at = std::stoll(env_or("MD_DIST_STOP_AT", "0"));
   auto comm = std::make_shared<mdiff::Communicator>(mdiff::DistributedOptions::from_environment());
   Job job = make_job(steps, dir + "/run", std::stoll(env_or("MD_DIST_CHECKPOINT_EVERY", "0")), mdiff::Shard::of(*comm),
-                     std::stoll(env_or("MD_DIST_ACCUM", "1")));
+                     std::stoll(env_or("MD_DIST_ACCUM", "1")), std::stoll(env_or("MD_DIST_NAN_AT", "-1")));
   job.trainer->distribute(comm, mdiff::GradientSyncOptions().bucket_mb(0.01));
   if (env_or("MD_DIST_RESUME", "0") == "1") {
     ASSERT_TRUE(job.trainer->resume());
@@ -231,9 +247,9 @@ TEST(DistributedChild, Run) {
           return false;
         }));
   }
-  job.trainer->fit();
+  const mdiff::TrainResult result = job.trainer->fit();
   if (comm->rank() == 0) torch::save(params_of(job), dir + "/params.pt");
-  std::ofstream(dir + "/done" + std::to_string(comm->rank())) << job.trainer->step() << "\n";
+  std::ofstream(dir + "/done" + std::to_string(comm->rank())) << job.trainer->step() << " " << result.skipped << "\n";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -414,6 +430,21 @@ TEST(Distributed, TwoProcessesTrainTheSameModelAsOne) {
   EXPECT_GT(max_param_diff(params_of(init), two), 1e-3);
   // Only rank 0 wrote the log.
   EXPECT_TRUE(fs::exists(dir.path + "/run/train_log.jsonl"));
+}
+
+TEST(Distributed, NaNOnOneRankMakesEveryRankSkipTheStep) {
+  MD_SKIP_WITHOUT_DISTRIBUTED();
+  JobDir dir;
+  const auto codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "12"}, {"MD_DIST_NAN_AT", "5"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
+  EXPECT_EQ(read_text(dir.path + "/done0"), "12 1\n") << "rank 0 (finite data) skipped the step too";
+  EXPECT_EQ(read_text(dir.path + "/done1"), "12 1\n");
+  std::vector<at::Tensor> two;
+  torch::load(two, dir.path + "/params.pt");
+  Job one = make_job(12, "", 0, {}, 1, 5);
+  const mdiff::TrainResult r = one.trainer->fit();
+  EXPECT_EQ(r.skipped, 1);
+  EXPECT_LT(max_param_diff(params_of(one), two), 2e-5);
 }
 
 TEST(Distributed, GradientAccumulationAcrossTwoProcessesMatchesOne) {
