@@ -130,6 +130,7 @@ Header parse_header(const char* text, size_t size, uint64_t data_size, const std
     const nlohmann::json& shape = v.at("shape");
     MD_CHECK_VALUE(shape.is_array(), who, ": tensor '", name, "': shape must be an array, got ", shape.dump());
     uint64_t numel = 1;
+    uint64_t extent = 1;
     bool overflow = false;
     for (const auto& d : shape) {
       MD_CHECK_VALUE(d.is_number_unsigned(), who, ": tensor '", name, "': shape must hold non-negative integers, got ",
@@ -138,10 +139,13 @@ Header parse_header(const char* text, size_t size, uint64_t data_size, const std
       MD_CHECK_VALUE(n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), who, ": tensor '", name,
                      "': shape entry ", n, " is too large");
       overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
+      // The strides multiply the non-zero extents even when another extent is 0.
+      overflow = overflow || (n > 0 && __builtin_mul_overflow(extent, n, &extent));
       e.shape.push_back(static_cast<int64_t>(n));
     }
     uint64_t bytes = 0;
-    overflow = overflow || __builtin_mul_overflow(numel, e.dtype->size, &bytes);
+    overflow = overflow || __builtin_mul_overflow(numel, e.dtype->size, &bytes) ||
+               extent > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / e.dtype->size;
     MD_CHECK_VALUE(!overflow, who, ": tensor '", name, "': shape ", shape.dump(), " overflows 64 bits");
     const nlohmann::json& off = v.at("data_offsets");
     MD_CHECK_VALUE(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), who,

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -262,7 +263,13 @@ UNetOptions unet_options_from_diffusers_config(const std::string& text) {
     }
   }
   // Attention sits at levels chosen by feature-map size: the sizes must tell the levels apart.
-  if (image_size <= 0 || !distinct(level_sizes(image_size, levels))) image_size = int64_t{1} << (levels - 1);
+  if (image_size <= 0 || !distinct(level_sizes(image_size, levels))) {
+    const int64_t fallback = int64_t{1} << (levels - 1);
+    fmt::print(stderr, "warning: {}: sample_size {} does not tell the {} levels apart; the UNet's image_size is set to {} "
+               "(it only places attention; any side divisible by {} works)\n", kWho, image_size, levels, fallback,
+               fallback);
+    image_size = fallback;
+  }
   const std::vector<int64_t> sizes = level_sizes(image_size, levels);
   std::vector<int64_t> attention_resolutions;
   for (size_t i = 0; i < levels; ++i) {
@@ -442,6 +449,11 @@ UNet load_diffusers_unet(const std::string& dir) {
       case Map::Qkv: {
         std::vector<at::Tensor> parts;
         for (const auto& n : p.theirs) parts.push_back(take(n));
+        for (size_t k = 1; k < parts.size(); ++k) {
+          MD_CHECK_VALUE(parts[k].sizes() == parts[0].sizes(), "load_diffusers_unet: '", p.theirs[k], "' has shape ",
+                         parts[k].sizes(), " but '", p.theirs[0], "' has ", parts[0].sizes(),
+                         " (query, key and value projections must agree)");
+        }
         v = at::cat(parts, 0);
         if (v.dim() == 2) v = v.unsqueeze(-1);
         break;

@@ -146,6 +146,10 @@ TEST(Safetensors, CorruptFilesGiveClearErrors) {
   MD_EXPECT_ERROR(mio::decode_safetensors(
                       file_of(R"({"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,8]}})", 8)),
                   "overflows 64 bits");
+  // No elements, but strides that overflow: [0, 2^62, 4].
+  MD_EXPECT_ERROR(mio::decode_safetensors(file_of(
+                      R"({"a":{"dtype":"F32","shape":[0,4611686018427387904,4],"data_offsets":[0,0]}})", 0)),
+                  "overflows 64 bits");
   // Overlapping tensors, and a gap between them.
   MD_EXPECT_ERROR(mio::decode_safetensors(file_of(
                       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
