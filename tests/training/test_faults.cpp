@@ -10,7 +10,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iostream>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -193,4 +199,74 @@ TEST(TrainerFaults, RejectsBadFaultOptions) {
   MD_EXPECT_ERROR(mdiff::TrainerOptions(10).grad_spike_factor(-1).validate(), "grad_spike_factor must be 0 (off) or > 1, got -1");
   MD_EXPECT_ERROR(mdiff::TrainerOptions(10).spike_warmup(0).validate(), "spike_warmup must be >= 1, got 0");
   MD_EXPECT_ERROR(mdiff::TrainerOptions(10).rollback_after(3).validate(), "rollback_after = 3 needs an out_dir");
+}
+
+namespace {
+// Files of this process may not grow beyond `bytes` while alive (RLIMIT_FSIZE): writes past it fail
+// with EFBIG, as on a full disk. SIGXFSZ is ignored meanwhile.
+struct FileSizeLimit {
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    previous_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim = saved_;
+    lim.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &lim);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, previous_);
+  }
+  rlimit saved_{};
+  void (*previous_)(int) = nullptr;
+};
+}  // namespace
+
+TEST(TrainerFaults, AFullDiskFailsTheCheckpointClearlyAndKeepsThePreviousOne) {
+  TempDir dir;
+  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+                        faulty_source([](int64_t, at::Tensor&) {}));
+  for (int i = 0; i < 5; ++i) r.step();
+  const std::string first = r.trainer->save_checkpoint();
+  const auto at5 = r.params();
+  for (int i = 0; i < 5; ++i) r.step();
+  std::string message;
+  {
+    FileSizeLimit full(4096);
+    message = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
+  }
+  std::cout << "checkpoint on a full disk: " << message.substr(0, message.find('\n')) << "\n";
+  EXPECT_NE(message.find("ckpt-00000010.pt"), std::string::npos) << message;
+  // The previous checkpoint is the newest and intact, and nothing half-written is left.
+  const auto files = mdiff::list_checkpoints(dir.path + "/checkpoints");
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files[0].path, first);
+  for (const auto& f : fs::directory_iterator(dir.path + "/checkpoints")) {
+    EXPECT_EQ(f.path().filename().string().find(".tmp."), std::string::npos) << f.path();
+  }
+  FaultRun again = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+                            faulty_source([](int64_t, at::Tensor&) {}));
+  ASSERT_TRUE(again.trainer->resume());
+  EXPECT_EQ(again.trainer->step(), 5);
+  EXPECT_TRUE(same(again.params(), at5));
+  // With room again, the same trainer writes step 10.
+  EXPECT_NO_THROW(r.trainer->save_checkpoint());
+  EXPECT_EQ(mdiff::list_checkpoints(dir.path + "/checkpoints").back().step, 10);
+}
+
+TEST(TrainerFaults, AnUnwritableOutputFolderFailsClearly) {
+  TempDir dir;
+  fs::create_directories(dir.path);
+  std::ofstream(dir.path + "/checkpoints") << "a file where the checkpoint folder should be\n";
+  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+                        faulty_source([](int64_t, at::Tensor&) {}));
+  r.step();
+  const std::string message = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
+  EXPECT_NE(message.find(dir.path + "/checkpoints"), std::string::npos) << message;
+  if (::geteuid() == 0) GTEST_SKIP() << "running as root: permissions do not stop writes (the folder-is-a-file case ran)";
+  fs::remove(dir.path + "/checkpoints");
+  fs::create_directories(dir.path + "/checkpoints");
+  fs::permissions(dir.path + "/checkpoints", fs::perms::owner_read | fs::perms::owner_exec);
+  const std::string denied = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
+  fs::permissions(dir.path + "/checkpoints", fs::perms::owner_all);
+  EXPECT_NE(denied.find("checkpoints"), std::string::npos) << denied;
 }
