@@ -4,6 +4,7 @@
 #include <manifold_diffusion/data/loader.h>
 #include <manifold_diffusion/metrics/distribution.h>
 #include <manifold_diffusion/metrics/feature_classifier.h>
+#include <manifold_diffusion/training/checkpoint.h>
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/activation.h>
@@ -223,15 +224,7 @@ void save_classifier(const ImageClassifier& model, const std::string& path) {
   // Module::save writes the tensors as they are; keep the file device-neutral.
   ImageClassifier cpu_copy = std::dynamic_pointer_cast<ImageClassifierImpl>(model->clone(c10::Device(c10::kCPU)));
   cpu_copy->save(archive);
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  try {
-    archive.save_to(tmp);
-    std::filesystem::rename(tmp, path);
-  } catch (const std::exception& e) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    MD_CHECK(false, "save_classifier: cannot write '", path, "': ", e.what());
-  }
+  save_archive_atomically(archive, path);
 }
 
 ImageClassifier load_classifier(const std::string& path, c10::Device device) {

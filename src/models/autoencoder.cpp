@@ -213,7 +213,7 @@ void save_autoencoder(const std::string& path, const Autoencoder& ae) {
   torch::serialize::OutputArchive ar;
   ar.write("autoencoder_options", c10::IValue(ae->options().to_json()));
   write_named_tensors(ar, "model", module_state(*ae));
-  atomic_write(path, [&](const std::string& tmp) { ar.save_to(tmp); });
+  save_archive_atomically(ar, path);
 }
 
 Autoencoder load_autoencoder(const std::string& path) {

@@ -1,4 +1,5 @@
 #include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/file.h>
 #include <manifold_diffusion/training/checkpoint.h>
 
 #include <torch/nn/module.h>
@@ -17,6 +18,7 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 
 namespace manifold_diffusion {
 
@@ -88,6 +90,13 @@ NamedTensors read_named_tensors(torch::serialize::InputArchive& archive, const s
     out.emplace_back(list[i].toStringRef(), t);
   }
   return out;
+}
+
+void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path) {
+  std::ostringstream buffer;
+  archive.save_to(buffer);
+  const std::string bytes = buffer.str();
+  write_file_atomically(path, bytes.data(), bytes.size());
 }
 
 NamedTensors module_state(const torch::nn::Module& module) {

@@ -202,6 +202,15 @@ std::vector<at::Generator> default_generators() {
 
 constexpr int64_t kCheckpointFormat = 1;
 
+// create_directories with the failure as a c10::Error naming the folder (a file in the way, no
+// permission, a full disk).
+void make_directories(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  MD_CHECK(!ec && fs::is_directory(dir), "Trainer: cannot create the folder '", dir, "': ",
+           ec ? ec.message() : std::string("a file of that name is in the way"));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -470,7 +479,7 @@ void Trainer::with_ema_weights(const std::function<void()>& fn) {
 
 void Trainer::open_log() {
   if (options_.out_dir().empty() || log_.is_open() || !is_main_process()) return;
-  fs::create_directories(options_.out_dir());
+  make_directories(options_.out_dir());
   const std::string path = (fs::path(options_.out_dir()) / "train_log.jsonl").string();
   // Lines written after the checkpoint we resumed from (by a killed run) are dropped, so the log
   // reads as one run.
@@ -574,7 +583,7 @@ std::string Trainer::save_checkpoint() {
   MD_CHECK_VALUE(!options_.out_dir().empty(), "Trainer::save_checkpoint: no out_dir set");
   if (!is_main_process()) return "";
   const std::string dir = (fs::path(options_.out_dir()) / "checkpoints").string();
-  fs::create_directories(dir);
+  make_directories(dir);
   const std::string path = checkpoint_path(dir, step_);
   save_checkpoint(path);
   prune_checkpoints(dir, options_.keep_last());
@@ -608,7 +617,7 @@ void Trainer::save_checkpoint(const std::string& path) {
   if (train_.state) data.emplace_back("train", train_.state());
   write_named_tensors(ar, "data", data);
   for (const auto& [term, w] : terms_) write_named_tensors(ar, "term_" + term->name(), term->state());
-  atomic_write(path, [&](const std::string& tmp) { ar.save_to(tmp); });
+  save_archive_atomically(ar, path);
 }
 
 void Trainer::load_checkpoint(const std::string& path) {

@@ -49,6 +49,18 @@ std::string checkpoint_path(const std::string& dir, int64_t step);
 /// Deletes all but the newest `keep` checkpoints in `dir` (and stale temporary files).
 void prune_checkpoints(const std::string& dir, int64_t keep);
 
+/// Writes `archive` to `path` atomically, serialised in memory first: a full disk or an I/O error
+/// is a c10::Error naming the file and the previous file stays intact. (LibTorch's own file writer
+/// throws from a destructor when a write fails, which ends the process.)
+///
+/// Example:
+/// \code
+///   torch::serialize::OutputArchive ar;
+///   ar.write("step", c10::IValue(int64_t{10}));
+///   mdiff::save_archive_atomically(ar, "out/state.pt");
+/// \endcode
+void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path);
+
 /// Named tensors in an archive under `key` (names may contain '.').
 void write_named_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
                          const NamedTensors& tensors);
