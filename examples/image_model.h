@@ -108,7 +108,14 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   LoadedImageModel m;
   m.config = ImageModelConfig::load(config_path);
   m.unet = mdiff::UNet(m.config.unet);
-  m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
+  if (checkpoint.size() > 12 && checkpoint.compare(checkpoint.size() - 12, 12, ".safetensors") == 0) {
+    // Weights alone (mdiff-train's weights.safetensors / weights-ema.safetensors): as they are.
+    const auto meta = mdiff::io::load_module_safetensors(checkpoint, *m.unet);
+    const auto it = meta.find("step");
+    m.step = it == meta.end() ? -1 : std::stoll(it->second);
+  } else {
+    m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
+  }
   m.unet->to(device);
   m.unet->eval();
   m.checkpoint = checkpoint;

@@ -290,6 +290,12 @@ int main(int argc, char** argv) {
     fmt::print("trained {} steps ({} this run) in {:.1f} s{}\n", tr.steps, tr.steps_this_run, tr.seconds,
                tr.stopped_by_callback ? " (stopped by the time limit)" : "");
     if (!trainer.is_main_process()) return;  // rank 0 evaluates and writes the results
+    // The weights in safetensors too, for other tools (mdiff-sample --checkpoint takes them).
+    mdiff::io::save_module_safetensors(out + "/weights.safetensors", *unet, {{"step", std::to_string(tr.steps)}});
+    if (trainer.ema() != nullptr) {
+      mdiff::io::save_ema_safetensors(out + "/weights-ema.safetensors", *trainer.ema(),
+                                      {{"step", std::to_string(tr.steps)}});
+    }
 
     // Loss curve from the log.
     {

@@ -165,12 +165,21 @@ case "$case_name" in
       --attention 14 --checkpoint-every 2 --num-samples 0 --preview-every 4 --augment 0.5 --validation-every 2 --threads 1 --workers 1 \
       >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-train"; }
     has_keys "$work/run/metrics.json" steps train_seconds
-    for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.pt; do
+    for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.pt \
+             weights.safetensors weights-ema.safetensors; do
       [[ -s "$work/run/$f" ]] || fail "mdiff-train did not write $f"
     done
     "$bin/mdiff-train" --out "$work/run" --steps 6 --batch 8 --base-channels 8 --channel-mult 1,2 \
       --attention 14 --checkpoint-every 2 --num-samples 0 --augment 0.5 --threads 1 --resume >"$work/log2" 2>&1 || { cat "$work/log2"; fail "--resume"; }
     grep -q "resumed at step 4" "$work/log2" || fail "mdiff-train --resume did not resume at step 4"
+    # The EMA weights in safetensors sample what the checkpoint's EMA weights sample.
+    for src in "--run $work/run" "--config $work/run/config.json --checkpoint $work/run/weights-ema.safetensors"; do
+      tag=$([[ "$src" == --run* ]] && echo ckpt || echo st)
+      # shellcheck disable=SC2086
+      "$bin/mdiff-sample" $src --sampler ddim --sample-steps 3 --num-samples 4 --threads 1 --out "$work/w_$tag" \
+        >"$work/log_w_$tag" 2>&1 || { cat "$work/log_w_$tag"; fail "mdiff-sample $src"; }
+    done
+    cmp "$work/w_ckpt/grid.png" "$work/w_st/grid.png" || fail "weights-ema.safetensors samples differently from the checkpoint"
     # A model with augmentation conditioning has no diffusers equivalent: refused by name.
     "$bin/mdiff-sample" --run "$work/run" --export-diffusers "$work/exported" >"$work/log_exp" 2>&1 \
       && fail "--export-diffusers accepted a model with augment_dim"
