@@ -4,12 +4,14 @@
 #include <manifold_diffusion/manifold_diffusion.h>
 
 #include <CLI/CLI.hpp>
+#include <torch/serialize.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 namespace mdiff_program {
@@ -79,6 +81,15 @@ inline void write_metrics(const std::string& dir, const nlohmann::json& metrics)
   const std::string path = (std::filesystem::path(dir) / "metrics.json").string();
   mdiff::atomic_write_text(path, metrics.dump(2) + "\n");
   fmt::print("{}\nmetrics: {}\n", metrics.dump(), std::filesystem::absolute(path).string());
+}
+
+/// Writes `x` as torch::save does, atomically; serialised in memory first, so a failed write (a
+/// full disk) is an error rather than LibTorch's writer ending the process.
+inline void save_tensor_file(const std::string& path, const at::Tensor& x) {
+  std::ostringstream bytes;
+  torch::save(x, bytes);
+  const std::string b = bytes.str();
+  mdiff::write_file_atomically(path, b.data(), b.size());
 }
 
 /// Runs `body` and turns exceptions into a one-line error and exit status 1.

@@ -17,7 +17,6 @@
 #include <torch/serialize.h>
 
 #include <chrono>
-#include <sstream>
 
 namespace {
 
@@ -258,12 +257,7 @@ int main(int argc, char** argv) {
     const at::Tensor panel = at::stack({truth.slice(0, 0, shown_n), vis.to(at::kFloat), shown.slice(0, 0, shown_n)}, 1)
                                  .flatten(0, 1);
     mdiff::io::save_image_grid(common.out + "/panels.png", panel, mdiff::io::GridOptions().nrow(12));
-    {
-      std::ostringstream bytes;  // in memory first: a failed write is an error, not a crash
-      torch::save(restored, bytes);
-      const std::string b = bytes.str();
-      mdiff::write_file_atomically(common.out + "/restored.pt", b.data(), b.size());
-    }
+    mdiff_program::save_tensor_file(common.out + "/restored.pt", restored);
     mdiff_program::write_metrics(common.out, mj);
   });
 }

@@ -15,7 +15,6 @@
 #include <torch/serialize.h>
 
 #include <chrono>
-#include <sstream>
 
 int main(int argc, char** argv) {
   bool no_clip = false;
@@ -140,12 +139,7 @@ int main(int argc, char** argv) {
     MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
     mdiff::io::save_image_grid(common.out + "/grid.png", x, mdiff::io::GridOptions().nrow(nrow));
     if (save_tensor) {
-      {
-      std::ostringstream bytes;  // in memory first: a failed write is an error, not a crash
-      torch::save(x, bytes);
-      const std::string b = bytes.str();
-      mdiff::write_file_atomically(common.out + "/samples.pt", b.data(), b.size());
-    }
+      mdiff_program::save_tensor_file(common.out + "/samples.pt", x);
     }
     nlohmann::json m;
     m["program"] = "mdiff-sample";

@@ -354,13 +354,7 @@ Communicator::Pending Communicator::all_reduce_sum_async(at::Tensor tensor, cons
 
 void Communicator::all_reduce_sum(at::Tensor& tensor) {
   check_collective_tensor(tensor, impl_->device, "all_reduce_sum");
-  Pending p = all_reduce_sum_async(tensor, "all_reduce_sum");
-  try {
-    p.wait();
-  } catch (...) {
-    *impl_->failed = true;
-    throw;
-  }
+  all_reduce_sum_async(tensor, "all_reduce_sum").wait();  // a failure marks the group failed
 }
 
 void Communicator::all_reduce_max(at::Tensor& tensor) {
@@ -429,25 +423,30 @@ void Communicator::check_same(int64_t value, const std::string& what) {
            value, ")");
 }
 
-void broadcast_module(Communicator& comm, torch::nn::Module& module, int64_t root) {
+void broadcast_tensors(Communicator& comm, const std::vector<at::Tensor>& targets, int64_t root) {
   if (comm.world_size() == 1) return;
-  std::vector<at::Tensor> targets;
-  std::vector<at::Tensor> staged;
   at::NoGradGuard no_grad;
-  auto add = [&](const at::Tensor& t) {
-    if (!t.defined()) return;
-    targets.push_back(t);
+  std::vector<at::Tensor> staged;
+  for (const auto& t : targets) {
+    MD_CHECK_VALUE(t.defined(), "broadcast_tensors: a tensor is undefined");
     staged.push_back(t.detach().to(comm.device()).contiguous().clone());
-  };
-  for (const auto& p : module.parameters(true)) add(p);
-  for (const auto& b : module.buffers(true)) add(b);
-  // Every rank must hold the same structure; a mismatch would pair tensors wrongly.
-  comm.check_same(static_cast<int64_t>(staged.size()), "the number of parameters and buffers");
+  }
+  // Every rank must pass the same structure; a mismatch would pair tensors wrongly.
+  comm.check_same(static_cast<int64_t>(staged.size()), "the number of tensors to broadcast");
   int64_t numel = 0;
   for (const auto& t : staged) numel += t.numel();
-  comm.check_same(numel, "the number of parameter and buffer elements");
+  comm.check_same(numel, "the number of elements to broadcast");
   comm.broadcast(staged, root);
   for (size_t i = 0; i < targets.size(); ++i) targets[i].detach().copy_(staged[i]);
+}
+
+void broadcast_module(Communicator& comm, torch::nn::Module& module, int64_t root) {
+  std::vector<at::Tensor> targets;
+  for (const auto& p : module.parameters(true)) targets.push_back(p);
+  for (const auto& b : module.buffers(true)) {
+    if (b.defined()) targets.push_back(b);
+  }
+  broadcast_tensors(comm, targets, root);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 #include <manifold_diffusion/core/check.h>
+#include <manifold_diffusion/core/file.h>
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/core/version.h>
 #include <manifold_diffusion/training/checkpoint.h>
@@ -801,10 +802,9 @@ void Trainer::distribute(std::shared_ptr<Communicator> comm, GradientSyncOptions
   broadcast_module(*comm_, *model_);
   if (ema_) {
     NamedTensors state = ema_->named_state();
-    std::vector<at::Tensor> staged;
-    for (const auto& [name, t] : state) staged.push_back(t.to(comm_->device()).contiguous().clone());
-    comm_->broadcast(staged);
-    for (size_t i = 0; i < state.size(); ++i) state[i].second = staged[i].to(state[i].second.device());
+    std::vector<at::Tensor> values;
+    for (const auto& [name, t] : state) values.push_back(t);
+    broadcast_tensors(*comm_, values);
     ema_->load_named_state(state);
   }
   sync_ = std::make_unique<GradientSync>(comm_, model_->parameters(true), sync);
@@ -821,11 +821,9 @@ bool Trainer::resume_distributed() {
     const auto files = list_checkpoints((fs::path(options_.out_dir()) / "checkpoints").string());
     any_file = !files.empty();
     for (auto it = files.rbegin(); it != files.rend(); ++it) {
-      std::ifstream in(it->path, std::ios::binary);
-      std::ostringstream buf;
-      buf << in.rdbuf();
-      std::string candidate = buf.str();
       try {
+        const std::vector<uint8_t> file = read_file_bytes(it->path);
+        std::string candidate(file.begin(), file.end());
         load_checkpoint_bytes(candidate, "checkpoint '" + it->path + "'");
         bytes = std::move(candidate);
         break;

@@ -2,6 +2,7 @@
 // DistributedChild.Run test, which does nothing unless MD_DIST_CHILD is set) as ranks of a job on
 // loopback, and compare what they trained with an in-process run of one rank.
 #include "test_util.h"
+#include "data/data_test_util.h"
 
 #include <manifold_diffusion/data/loader.h>
 #include <manifold_diffusion/distributed/distributed.h>
@@ -186,19 +187,6 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-struct JobDir {
-  JobDir() {
-    path = (fs::temp_directory_path() / ("md_dist_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())))
-               .string();
-    fs::create_directories(path);
-  }
-  ~JobDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string path;
-};
 
 // Runs `world` ranks of the child job and returns their exit codes; logs in dir/rank<r>.log.
 std::vector<int> run_ranks(int world, const std::string& dir, std::map<std::string, std::string> vars,
@@ -415,11 +403,11 @@ TEST(Communicator, ManyRanksWithoutDistributedSupportFailClearly) {
 
 TEST(Distributed, TwoProcessesTrainTheSameModelAsOne) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
-  const auto codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "20"}});
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
+  mdiff_test::TempDir dir;
+  const auto codes = run_ranks(2, dir.path(), {{"MD_DIST_STEPS", "20"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path() + "/rank0.log") << read_text(dir.path() + "/rank1.log");
   std::vector<at::Tensor> two;
-  torch::load(two, dir.path + "/params.pt");
+  torch::load(two, dir.path() + "/params.pt");
   Job one = make_job(20, "", 0, {});
   one.trainer->fit();
   const double diff = max_param_diff(params_of(one), two);
@@ -429,18 +417,18 @@ TEST(Distributed, TwoProcessesTrainTheSameModelAsOne) {
   Job init = make_job(20, "", 0, {});
   EXPECT_GT(max_param_diff(params_of(init), two), 1e-3);
   // Only rank 0 wrote the log.
-  EXPECT_TRUE(fs::exists(dir.path + "/run/train_log.jsonl"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/run/train_log.jsonl"));
 }
 
 TEST(Distributed, NaNOnOneRankMakesEveryRankSkipTheStep) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
-  const auto codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "12"}, {"MD_DIST_NAN_AT", "5"}});
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
-  EXPECT_EQ(read_text(dir.path + "/done0"), "12 1\n") << "rank 0 (finite data) skipped the step too";
-  EXPECT_EQ(read_text(dir.path + "/done1"), "12 1\n");
+  mdiff_test::TempDir dir;
+  const auto codes = run_ranks(2, dir.path(), {{"MD_DIST_STEPS", "12"}, {"MD_DIST_NAN_AT", "5"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path() + "/rank0.log") << read_text(dir.path() + "/rank1.log");
+  EXPECT_EQ(read_text(dir.path() + "/done0"), "12 1\n") << "rank 0 (finite data) skipped the step too";
+  EXPECT_EQ(read_text(dir.path() + "/done1"), "12 1\n");
   std::vector<at::Tensor> two;
-  torch::load(two, dir.path + "/params.pt");
+  torch::load(two, dir.path() + "/params.pt");
   Job one = make_job(12, "", 0, {}, 1, 5);
   const mdiff::TrainResult r = one.trainer->fit();
   EXPECT_EQ(r.skipped, 1);
@@ -449,11 +437,11 @@ TEST(Distributed, NaNOnOneRankMakesEveryRankSkipTheStep) {
 
 TEST(Distributed, GradientAccumulationAcrossTwoProcessesMatchesOne) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
-  const auto codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "10"}, {"MD_DIST_ACCUM", "2"}});
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
+  mdiff_test::TempDir dir;
+  const auto codes = run_ranks(2, dir.path(), {{"MD_DIST_STEPS", "10"}, {"MD_DIST_ACCUM", "2"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path() + "/rank0.log") << read_text(dir.path() + "/rank1.log");
   std::vector<at::Tensor> two;
-  torch::load(two, dir.path + "/params.pt");
+  torch::load(two, dir.path() + "/params.pt");
   Job one = make_job(10, "", 0, {}, 2);
   one.trainer->fit();
   EXPECT_LT(max_param_diff(params_of(one), two), 2e-5);
@@ -461,62 +449,62 @@ TEST(Distributed, GradientAccumulationAcrossTwoProcessesMatchesOne) {
 
 TEST(Distributed, ATwoProcessCheckpointResumesOnOneProcessAndOnTwo) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
+  mdiff_test::TempDir dir;
   // Two ranks train 10 of 20 steps and checkpoint (rank 0 writes).
-  auto codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "20"}, {"MD_DIST_STOP_AT", "10"}, {"MD_DIST_CHECKPOINT_EVERY", "10"}});
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
-  ASSERT_FALSE(mdiff::list_checkpoints(dir.path + "/run/checkpoints").empty());
+  auto codes = run_ranks(2, dir.path(), {{"MD_DIST_STEPS", "20"}, {"MD_DIST_STOP_AT", "10"}, {"MD_DIST_CHECKPOINT_EVERY", "10"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path() + "/rank0.log") << read_text(dir.path() + "/rank1.log");
+  ASSERT_FALSE(mdiff::list_checkpoints(dir.path() + "/run/checkpoints").empty());
   Job reference = make_job(20, "", 0, {});
   reference.trainer->fit();
   const auto want = params_of(reference);
 
   // One process resumes the two-process checkpoint.
-  JobDir copy;
-  fs::copy(dir.path + "/run", copy.path + "/run", fs::copy_options::recursive);
-  Job one = make_job(20, copy.path + "/run", 10, {});
+  mdiff_test::TempDir copy;
+  fs::copy(dir.path() + "/run", copy.path() + "/run", fs::copy_options::recursive);
+  Job one = make_job(20, copy.path() + "/run", 10, {});
   ASSERT_TRUE(one.trainer->resume());
   EXPECT_EQ(one.trainer->step(), 10);
   one.trainer->fit();
   EXPECT_LT(max_param_diff(params_of(one), want), 2e-5);
 
   // Two processes resume it too (rank 0 reads it and sends it to rank 1).
-  codes = run_ranks(2, dir.path, {{"MD_DIST_STEPS", "20"}, {"MD_DIST_RESUME", "1"}, {"MD_DIST_CHECKPOINT_EVERY", "10"}});
-  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path + "/rank0.log") << read_text(dir.path + "/rank1.log");
+  codes = run_ranks(2, dir.path(), {{"MD_DIST_STEPS", "20"}, {"MD_DIST_RESUME", "1"}, {"MD_DIST_CHECKPOINT_EVERY", "10"}});
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_text(dir.path() + "/rank0.log") << read_text(dir.path() + "/rank1.log");
   std::vector<at::Tensor> two;
-  torch::load(two, dir.path + "/params.pt");
+  torch::load(two, dir.path() + "/params.pt");
   EXPECT_LT(max_param_diff(two, want), 2e-5);
 }
 
 TEST(Distributed, AKilledRankMakesTheOthersStopWithAnError) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
+  mdiff_test::TempDir dir;
   std::map<std::string, std::string> vars{{"MD_DIST_STEPS", "1000000"}, {"MD_DIST_MODE", "kill"}};
   vars["WORLD_SIZE"] = "2";
   vars["MASTER_ADDR"] = "127.0.0.1";
   vars["MASTER_PORT"] = std::to_string(free_port());
   vars["MD_DIST_CHILD"] = "1";
-  vars["MD_DIST_DIR"] = dir.path;
+  vars["MD_DIST_DIR"] = dir.path();
   vars["MDIFF_DIST_TIMEOUT"] = "60";
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     vars["RANK"] = vars["LOCAL_RANK"] = std::to_string(r);
-    pids.push_back(spawn_rank(vars, dir.path + "/rank" + std::to_string(r) + ".log"));
+    pids.push_back(spawn_rank(vars, dir.path() + "/rank" + std::to_string(r) + ".log"));
   }
   // Wait until rank 1 has trained a few steps, then kill it.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   int64_t progress = 0;
   while (progress < 5 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const std::string p = read_text(dir.path + "/progress1");
+    const std::string p = read_text(dir.path() + "/progress1");
     if (!p.empty()) progress = std::atoll(p.c_str());
   }
-  ASSERT_GE(progress, 5) << read_text(dir.path + "/rank1.log");
+  ASSERT_GE(progress, 5) << read_text(dir.path() + "/rank1.log");
   ::kill(pids[1], SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
   EXPECT_EQ(wait_rank(pids[1], 30), 128 + SIGKILL);
   const int code = wait_rank(pids[0], 60);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-  const std::string log = read_text(dir.path + "/rank0.log");
+  const std::string log = read_text(dir.path() + "/rank0.log");
   const size_t at = log.find("distributed (rank 0 of 2)");
   std::cout << "rank 0 exited with " << code << " " << seconds << " s after rank 1 was killed: "
             << (at == std::string::npos ? std::string("(no message)") : log.substr(at, log.find('\n', at) - at)) << "\n";
@@ -525,20 +513,20 @@ TEST(Distributed, AKilledRankMakesTheOthersStopWithAnError) {
   EXPECT_LT(seconds, 30.0);
   EXPECT_NE(log.find("distributed (rank 0 of 2)"), std::string::npos) << log;
   EXPECT_NE(log.find("a peer process has probably exited"), std::string::npos) << log;
-  EXPECT_FALSE(fs::exists(dir.path + "/done0"));
+  EXPECT_FALSE(fs::exists(dir.path() + "/done0"));
 }
 
 TEST(Distributed, ARankWhosePeersNeverComeFailsAfterTheTimeout) {
   MD_SKIP_WITHOUT_DISTRIBUTED();
-  JobDir dir;
+  mdiff_test::TempDir dir;
   // Rank 1 of 2 alone: no TCPStore to reach (rank 0 never starts).
   std::map<std::string, std::string> vars{{"WORLD_SIZE", "2"}, {"RANK", "1"}, {"LOCAL_RANK", "1"},
                                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(free_port())},
-                                          {"MD_DIST_CHILD", "1"}, {"MD_DIST_DIR", dir.path}, {"MDIFF_DIST_TIMEOUT", "3"}};
+                                          {"MD_DIST_CHILD", "1"}, {"MD_DIST_DIR", dir.path()}, {"MDIFF_DIST_TIMEOUT", "3"}};
   const auto start = std::chrono::steady_clock::now();
-  const int code = wait_rank(spawn_rank(vars, dir.path + "/rank1.log"), 60);
+  const int code = wait_rank(spawn_rank(vars, dir.path() + "/rank1.log"), 60);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const std::string log = read_text(dir.path + "/rank1.log");
+  const std::string log = read_text(dir.path() + "/rank1.log");
   std::cout << "a lone rank 1 exited with " << code << " after " << seconds << " s\n";
   EXPECT_NE(code, 0) << log;
   EXPECT_NE(code, -1) << "the lone rank hung: " << log;

@@ -1,6 +1,7 @@
 // Numerical faults in training: a batch with NaN, a loss spike, an exploding gradient, and the
 // roll-back to the newest checkpoint after consecutive skipped steps.
 #include "test_util.h"
+#include "data/data_test_util.h"
 
 #include <manifold_diffusion/core/random.h>
 #include <manifold_diffusion/models/mlp_denoiser.h>
@@ -97,18 +98,6 @@ struct GradientBomb : mdiff::LossTerm {
   double scale_;
 };
 
-struct TempDir {
-  TempDir() {
-    path = (fs::temp_directory_path() /
-            ("md_faults_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())))
-               .string();
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string path;
-};
 
 }  // namespace
 
@@ -170,9 +159,9 @@ TEST(TrainerFaults, AnExplodingGradientIsSkippedWhenDetectionIsOn) {
 }
 
 TEST(TrainerFaults, ConsecutiveSkipsRollTheWeightsBackToTheNewestCheckpoint) {
-  TempDir dir;
+  mdiff_test::TempDir dir;
   // Calls 12 and 13 (steps 13 and 14) have NaN: after the second, the weights go back to step 10's.
-  FaultRun r = make_run(mdiff::TrainerOptions(30).out_dir(dir.path).checkpoint_every(5).rollback_after(2),
+  FaultRun r = make_run(mdiff::TrainerOptions(30).out_dir(dir.path()).checkpoint_every(5).rollback_after(2),
                    faulty_source([](int64_t call, at::Tensor& x) {
                      if (call == 12 || call == 13) x.fill_(std::numeric_limits<float>::quiet_NaN());
                    }));
@@ -222,8 +211,8 @@ struct FileSizeLimit {
 }  // namespace
 
 TEST(TrainerFaults, AFullDiskFailsTheCheckpointClearlyAndKeepsThePreviousOne) {
-  TempDir dir;
-  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+  mdiff_test::TempDir dir;
+  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path()).checkpoint_every(5),
                         faulty_source([](int64_t, at::Tensor&) {}));
   for (int i = 0; i < 5; ++i) r.step();
   const std::string first = r.trainer->save_checkpoint();
@@ -237,36 +226,36 @@ TEST(TrainerFaults, AFullDiskFailsTheCheckpointClearlyAndKeepsThePreviousOne) {
   std::cout << "checkpoint on a full disk: " << message.substr(0, message.find('\n')) << "\n";
   EXPECT_NE(message.find("ckpt-00000010.pt"), std::string::npos) << message;
   // The previous checkpoint is the newest and intact, and nothing half-written is left.
-  const auto files = mdiff::list_checkpoints(dir.path + "/checkpoints");
+  const auto files = mdiff::list_checkpoints(dir.path() + "/checkpoints");
   ASSERT_EQ(files.size(), 1u);
   EXPECT_EQ(files[0].path, first);
-  for (const auto& f : fs::directory_iterator(dir.path + "/checkpoints")) {
+  for (const auto& f : fs::directory_iterator(dir.path() + "/checkpoints")) {
     EXPECT_EQ(f.path().filename().string().find(".tmp."), std::string::npos) << f.path();
   }
-  FaultRun again = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+  FaultRun again = make_run(mdiff::TrainerOptions(20).out_dir(dir.path()).checkpoint_every(5),
                             faulty_source([](int64_t, at::Tensor&) {}));
   ASSERT_TRUE(again.trainer->resume());
   EXPECT_EQ(again.trainer->step(), 5);
   EXPECT_TRUE(same(again.params(), at5));
   // With room again, the same trainer writes step 10.
   EXPECT_NO_THROW(r.trainer->save_checkpoint());
-  EXPECT_EQ(mdiff::list_checkpoints(dir.path + "/checkpoints").back().step, 10);
+  EXPECT_EQ(mdiff::list_checkpoints(dir.path() + "/checkpoints").back().step, 10);
 }
 
 TEST(TrainerFaults, AnUnwritableOutputFolderFailsClearly) {
-  TempDir dir;
-  fs::create_directories(dir.path);
-  std::ofstream(dir.path + "/checkpoints") << "a file where the checkpoint folder should be\n";
-  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path).checkpoint_every(5),
+  mdiff_test::TempDir dir;
+  fs::create_directories(dir.path());
+  std::ofstream(dir.path() + "/checkpoints") << "a file where the checkpoint folder should be\n";
+  FaultRun r = make_run(mdiff::TrainerOptions(20).out_dir(dir.path()).checkpoint_every(5),
                         faulty_source([](int64_t, at::Tensor&) {}));
   r.step();
   const std::string message = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
-  EXPECT_NE(message.find(dir.path + "/checkpoints"), std::string::npos) << message;
+  EXPECT_NE(message.find(dir.path() + "/checkpoints"), std::string::npos) << message;
   if (::geteuid() == 0) GTEST_SKIP() << "running as root: permissions do not stop writes (the folder-is-a-file case ran)";
-  fs::remove(dir.path + "/checkpoints");
-  fs::create_directories(dir.path + "/checkpoints");
-  fs::permissions(dir.path + "/checkpoints", fs::perms::owner_read | fs::perms::owner_exec);
+  fs::remove(dir.path() + "/checkpoints");
+  fs::create_directories(dir.path() + "/checkpoints");
+  fs::permissions(dir.path() + "/checkpoints", fs::perms::owner_read | fs::perms::owner_exec);
   const std::string denied = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
-  fs::permissions(dir.path + "/checkpoints", fs::perms::owner_all);
+  fs::permissions(dir.path() + "/checkpoints", fs::perms::owner_all);
   EXPECT_NE(denied.find("checkpoints"), std::string::npos) << denied;
 }

@@ -153,6 +153,16 @@ class Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
+/// Copies root's values into every rank's `targets`, in place, whatever their device and layout
+/// (the same number and sizes on every rank; checked).
+///
+/// Example:
+/// \code
+///   std::vector<at::Tensor> state{weights, step_counter};
+///   mdiff::broadcast_tensors(comm, state);   // rank 0's values everywhere
+/// \endcode
+void broadcast_tensors(Communicator& comm, const std::vector<at::Tensor>& targets, int64_t root = 0);
+
 /// Copies rank 0's parameters and buffers into every rank's module (names and shapes must agree).
 void broadcast_module(Communicator& comm, torch::nn::Module& module, int64_t root = 0);
 
