@@ -32,8 +32,27 @@ target_compile_options(md_warnings INTERFACE
   $<$<AND:$<COMPILE_LANG_AND_ID:CXX,GNU>,$<VERSION_GREATER_EQUAL:$<CXX_COMPILER_VERSION>,12>,$<VERSION_LESS:$<CXX_COMPILER_VERSION>,13>>:-Wno-error=stringop-overflow>)
 
 if(MD_SANITIZE)
-  add_compile_options(-fsanitize=${MD_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${MD_SANITIZE}>
+                      $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>)
+  if(MD_SANITIZE MATCHES "undefined")
+    add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fno-sanitize-recover=undefined>)
+  endif()
   add_link_options(-fsanitize=${MD_SANITIZE})
+endif()
+
+# MD_FUZZ: every object of ours carries libFuzzer's coverage instrumentation, so the fuzz targets
+# (fuzz/) link against the same library that the test suite runs on. Needs clang.
+if(MD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MD_FUZZ=ON needs clang (libFuzzer), but the C++ compiler is ${CMAKE_CXX_COMPILER_ID} "
+                        "${CMAKE_CXX_COMPILER}; configure with -DCMAKE_CXX_COMPILER=clang++-14 (preset 'sanitize')")
+  endif()
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link>)
+endif()
+
+# Clang stamps precompiled headers with their build time, which defeats ccache.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  add_compile_options("SHELL:-Xclang -fno-pch-timestamp")
 endif()
 
 # md_pch_apply(<target>): reuse the library's precompiled header (src/md_pch.h).

@@ -23,10 +23,12 @@ namespace {
 constexpr int64_t kMaxIdxDims = 8;
 constexpr size_t kChunk = size_t{1} << 20;
 
-// A byte source over a plain or a gzip-compressed file; read() returns fewer bytes only at the end.
+// A byte source over a plain or a gzip-compressed file, or over bytes in memory (plain or gzip);
+// read() returns fewer bytes only at the end. known_remaining() is the exact count of bytes left
+// for plain sources (checked before the data is allocated) and -1 for gzip streams.
 class ByteSource {
  public:
-  explicit ByteSource(const std::string& path) : path_(path) {
+  explicit ByteSource(const std::string& path) : name_("'" + path + "'") {
     std::FILE* f = std::fopen(path.c_str(), "rb");
     MD_CHECK(f != nullptr, "read_idx: cannot open '", path, "': ", std::strerror(errno));
     unsigned char magic[2] = {0, 0};
@@ -39,14 +41,34 @@ class ByteSource {
     } else {
       file_ = std::fopen(path.c_str(), "rb");
       MD_CHECK(file_ != nullptr, "read_idx: cannot open '", path, "': ", std::strerror(errno));
+      MD_CHECK(std::fseek(file_, 0, SEEK_END) == 0, "read_idx: cannot seek in '", path, "'");
+      const long end = std::ftell(file_);
+      MD_CHECK(end >= 0 && std::fseek(file_, 0, SEEK_SET) == 0, "read_idx: cannot seek in '", path, "'");
+      remaining_ = static_cast<int64_t>(end);
+    }
+  }
+  ByteSource(const uint8_t* data, size_t size) : name_("<memory>"), mem_(data), mem_size_(size) {
+    MD_CHECK(data != nullptr || size == 0, "decode_idx: data is null but size is ", size);
+    if (size >= 2 && data[0] == 0x1f && data[1] == 0x8b) {
+      inflating_ = true;
+      std::memset(&zs_, 0, sizeof(zs_));
+      // 16 + MAX_WBITS: a gzip wrapper, not zlib's.
+      MD_CHECK(inflateInit2(&zs_, 16 + MAX_WBITS) == Z_OK, "decode_idx: cannot initialise zlib");
+      zs_.next_in = const_cast<Bytef*>(data);
+    } else {
+      remaining_ = static_cast<int64_t>(size);
     }
   }
   ~ByteSource() {
     if (gz_ != nullptr) gzclose(gz_);
     if (file_ != nullptr) std::fclose(file_);
+    if (inflating_) inflateEnd(&zs_);
   }
   ByteSource(const ByteSource&) = delete;
   ByteSource& operator=(const ByteSource&) = delete;
+
+  const std::string& name() const { return name_; }
+  int64_t known_remaining() const { return remaining_; }
 
   size_t read(void* dst, size_t n) {
     auto* out = static_cast<unsigned char*>(dst);
@@ -59,13 +81,20 @@ class ByteSource {
         if (r < 0) {
           int errnum = 0;
           const char* msg = gzerror(gz_, &errnum);
-          MD_CHECK(false, "read_idx: '", path_, "' is not a valid gzip stream: ", msg);
+          MD_CHECK(false, "read_idx: ", name_, " is not a valid gzip stream: ", msg);
         }
         got = static_cast<size_t>(r);
-      } else {
+      } else if (file_ != nullptr) {
         got = std::fread(out + total, 1, want, file_);
-        MD_CHECK(!std::ferror(file_), "read_idx: error reading '", path_, "'");
+        MD_CHECK(!std::ferror(file_), "read_idx: error reading ", name_);
+      } else if (inflating_) {
+        got = inflate_some(out + total, want);
+      } else {
+        got = std::min(want, mem_size_ - mem_pos_);
+        if (got > 0) std::memcpy(out + total, mem_ + mem_pos_, got);
+        mem_pos_ += got;
       }
+      if (remaining_ >= 0) remaining_ -= static_cast<int64_t>(got);
       total += got;
       if (got < want) break;
     }
@@ -73,9 +102,44 @@ class ByteSource {
   }
 
  private:
-  std::string path_;
+  // Inflates up to n bytes; concatenated gzip members are read one after another, like gzread.
+  size_t inflate_some(unsigned char* out, size_t n) {
+    size_t produced = 0;
+    while (produced < n && !inflate_done_) {
+      const size_t consumed = static_cast<size_t>(zs_.next_in - mem_);
+      zs_.avail_in = static_cast<uInt>(std::min<size_t>(mem_size_ - consumed, kChunk));
+      zs_.next_out = out + produced;
+      zs_.avail_out = static_cast<uInt>(n - produced);
+      const int r = inflate(&zs_, Z_NO_FLUSH);
+      produced = static_cast<size_t>(zs_.next_out - out);
+      if (r == Z_STREAM_END) {
+        const size_t used = static_cast<size_t>(zs_.next_in - mem_);
+        if (used < mem_size_ && mem_size_ - used >= 2 && mem_[used] == 0x1f && mem_[used + 1] == 0x8b) {
+          MD_CHECK(inflateReset(&zs_) == Z_OK, "decode_idx: cannot reset zlib");
+          continue;
+        }
+        MD_CHECK(used == mem_size_, "decode_idx: ", mem_size_ - used, " bytes of garbage after the gzip stream");
+        inflate_done_ = true;
+      } else if (r == Z_BUF_ERROR && zs_.avail_in == 0) {
+        MD_CHECK(false, "decode_idx: the gzip stream is truncated");
+      } else {
+        MD_CHECK(r == Z_OK, "decode_idx: not a valid gzip stream: ", zs_.msg != nullptr ? zs_.msg : "zlib error ",
+                 zs_.msg != nullptr ? "" : std::to_string(r));
+      }
+    }
+    return produced;
+  }
+
+  std::string name_;
   gzFile gz_ = nullptr;
   std::FILE* file_ = nullptr;
+  const uint8_t* mem_ = nullptr;
+  size_t mem_size_ = 0;
+  size_t mem_pos_ = 0;
+  bool inflating_ = false;
+  bool inflate_done_ = false;
+  z_stream zs_{};
+  int64_t remaining_ = -1;
 };
 
 uint32_t big_endian_u32(const unsigned char* p) {
@@ -87,7 +151,7 @@ struct IdxType {
   int64_t size;
 };
 
-IdxType idx_type(unsigned char code, const std::string& path) {
+IdxType idx_type(unsigned char code, const std::string& where) {
   switch (code) {
     case 0x08: return {at::kByte, 1};
     case 0x09: return {at::kChar, 1};
@@ -99,7 +163,7 @@ IdxType idx_type(unsigned char code, const std::string& path) {
   }
   char hex[8];
   std::snprintf(hex, sizeof(hex), "0x%02X", static_cast<unsigned>(code));
-  MD_CHECK_VALUE(false, "read_idx: '", path, "' has unknown IDX type code ", hex,
+  MD_CHECK_VALUE(false, "read_idx: ", where, " has unknown IDX type code ", hex,
                  "; expected 0x08 (uint8), 0x09 (int8), 0x0B (int16), 0x0C (int32), 0x0D (float32) or 0x0E (float64)");
   return {};
 }
@@ -120,55 +184,98 @@ LabeledImages subset(const LabeledImages& d, const std::vector<int64_t>& idx) {
   return {d.images.index_select(0, index), d.labels.index_select(0, index)};
 }
 
-}  // namespace
-
-at::Tensor read_idx(const std::string& path, const IdxOptions& options) {
+// Reads one IDX stream. The data tensor is allocated only once the header's byte count is known to
+// be there: plain sources know what is left; a gzip stream is inflated into a buffer that grows
+// with what arrives, so a short stream with a huge header never allocates the huge tensor.
+at::Tensor read_idx_from(ByteSource& src, const IdxOptions& options) {
   check_positive(options.max_elements(), "IdxOptions::max_elements");
-  ByteSource src(path);
+  const std::string where = src.name();
   unsigned char magic[4];
   const size_t got_magic = src.read(magic, 4);
-  MD_CHECK_VALUE(got_magic == 4, "read_idx: '", path, "' is too short for an IDX header (", got_magic, " bytes)");
-  MD_CHECK_VALUE(magic[0] == 0 && magic[1] == 0, "read_idx: '", path,
-                 "' is not an IDX file: the magic must start with bytes 00 00, got ", static_cast<int>(magic[0]), " ",
+  MD_CHECK_VALUE(got_magic == 4, "read_idx: ", where, " is too short for an IDX header (", got_magic, " bytes)");
+  MD_CHECK_VALUE(magic[0] == 0 && magic[1] == 0, "read_idx: ", where,
+                 " is not an IDX file: the magic must start with bytes 00 00, got ", static_cast<int>(magic[0]), " ",
                  static_cast<int>(magic[1]));
-  const IdxType type = idx_type(magic[2], path);
+  const IdxType type = idx_type(magic[2], where);
   const int64_t ndim = magic[3];
-  MD_CHECK_VALUE(ndim >= 1 && ndim <= kMaxIdxDims, "read_idx: '", path, "' has ", ndim,
-                 " dimensions; expected 1 to ", kMaxIdxDims);
+  MD_CHECK_VALUE(ndim >= 1 && ndim <= kMaxIdxDims, "read_idx: ", where, " has ", ndim, " dimensions; expected 1 to ",
+                 kMaxIdxDims);
 
   std::vector<unsigned char> dims_raw(static_cast<size_t>(4 * ndim));
   const size_t got_dims = src.read(dims_raw.data(), dims_raw.size());
-  MD_CHECK_VALUE(got_dims == dims_raw.size(), "read_idx: '", path, "' is truncated in its header: expected ",
-                 ndim, " sizes (", dims_raw.size(), " bytes), got ", got_dims, " bytes");
+  MD_CHECK_VALUE(got_dims == dims_raw.size(), "read_idx: ", where, " is truncated in its header: expected ", ndim,
+                 " sizes (", dims_raw.size(), " bytes), got ", got_dims, " bytes");
   std::vector<int64_t> sizes(static_cast<size_t>(ndim));
   int64_t numel = 1;
   for (int64_t i = 0; i < ndim; ++i) {
     const int64_t d = big_endian_u32(dims_raw.data() + 4 * i);
     sizes[static_cast<size_t>(i)] = d;
-    MD_CHECK_VALUE(d <= options.max_elements(), "read_idx: '", path, "': size ", d, " of dimension ", i,
+    MD_CHECK_VALUE(d <= options.max_elements(), "read_idx: ", where, ": size ", d, " of dimension ", i,
                    " exceeds the limit of ", options.max_elements(), " elements");
     // numel <= max_elements and d <= max_elements keep the product below 2^62: no overflow.
     numel *= d;
-    MD_CHECK_VALUE(numel <= options.max_elements(), "read_idx: '", path, "': shape ", c10::IntArrayRef(sizes.data(), i + 1),
-                   " already holds more than the limit of ", options.max_elements(), " elements");
+    MD_CHECK_VALUE(numel <= options.max_elements(), "read_idx: ", where, ": shape ",
+                   c10::IntArrayRef(sizes.data(), static_cast<size_t>(i + 1)), " already holds more than the limit of ",
+                   options.max_elements(), " elements");
   }
 
   const int64_t expected = numel * type.size;
-  at::Tensor out = at::empty(sizes, at::TensorOptions().dtype(type.dtype));
-  auto* bytes = static_cast<unsigned char*>(out.data_ptr());
-  const size_t got = src.read(bytes, static_cast<size_t>(expected));
-  MD_CHECK_VALUE(static_cast<int64_t>(got) == expected, "read_idx: '", path, "' is truncated: shape ",
-                 c10::IntArrayRef(sizes), " needs ", expected, " data bytes, got ", got);
+  const int64_t known = src.known_remaining();
+  if (known >= 0) {
+    MD_CHECK_VALUE(known >= expected, "read_idx: ", where, " is truncated: shape ", c10::IntArrayRef(sizes), " needs ",
+                   expected, " data bytes, got ", known);
+    MD_CHECK_VALUE(known == expected, "read_idx: ", where, " has trailing data: shape ", c10::IntArrayRef(sizes),
+                   " needs ", expected, " data bytes, got ", known);
+  }
+  at::Tensor out;
+  int64_t got = 0;
+  if (known >= 0) {
+    out = at::empty(sizes, at::TensorOptions().dtype(type.dtype));
+    got = static_cast<int64_t>(src.read(out.data_ptr(), static_cast<size_t>(expected)));
+  } else {
+    std::vector<unsigned char> buffer;
+    while (got < expected) {
+      const int64_t capacity = std::min(expected, std::max<int64_t>(int64_t{1} << 20, 2 * got));
+      buffer.resize(static_cast<size_t>(capacity));
+      const auto n = static_cast<int64_t>(src.read(buffer.data() + got, static_cast<size_t>(capacity - got)));
+      got += n;
+      if (got < capacity) break;
+    }
+    if (got == expected) {
+      out = at::empty(sizes, at::TensorOptions().dtype(type.dtype));
+      if (expected > 0) std::memcpy(out.data_ptr(), buffer.data(), static_cast<size_t>(expected));
+    }
+  }
+  MD_CHECK_VALUE(got == expected, "read_idx: ", where, " is truncated: shape ", c10::IntArrayRef(sizes), " needs ",
+                 expected, " data bytes, got ", got);
   std::vector<unsigned char> scratch(4096);
   int64_t trailing = 0;
   for (size_t n = src.read(scratch.data(), scratch.size()); n > 0 && trailing < (int64_t{1} << 26);
        n = src.read(scratch.data(), scratch.size())) {
     trailing += static_cast<int64_t>(n);
   }
-  MD_CHECK_VALUE(trailing == 0, "read_idx: '", path, "' has trailing data: shape ", c10::IntArrayRef(sizes), " needs ",
+  MD_CHECK_VALUE(trailing == 0, "read_idx: ", where, " has trailing data: shape ", c10::IntArrayRef(sizes), " needs ",
                  expected, " data bytes, got ", expected + trailing, trailing >= (int64_t{1} << 26) ? " or more" : "");
-  if (type.size > 1 && host_is_little_endian()) swap_bytes(bytes, numel, type.size);
+  if (type.size > 1 && host_is_little_endian()) swap_bytes(static_cast<unsigned char*>(out.data_ptr()), numel, type.size);
   return out;
+}
+
+}  // namespace
+
+at::Tensor read_idx(const std::string& path, const IdxOptions& options) {
+  check_positive(options.max_elements(), "IdxOptions::max_elements");
+  ByteSource src(path);
+  return read_idx_from(src, options);
+}
+
+at::Tensor decode_idx(const uint8_t* data, size_t size, const IdxOptions& options) {
+  check_positive(options.max_elements(), "IdxOptions::max_elements");
+  ByteSource src(data, size);
+  return read_idx_from(src, options);
+}
+
+at::Tensor decode_idx(const std::vector<uint8_t>& bytes, const IdxOptions& options) {
+  return decode_idx(bytes.data(), bytes.size(), options);
 }
 
 int64_t LabeledImages::size() const { return images.defined() ? images.size(0) : 0; }

@@ -11,6 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -116,7 +119,7 @@ class NpyHeaderParser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    C10_THROW_ERROR(ValueError, "read_npy: '" + path_ + "' has a malformed header (" + what + " at offset " +
+    C10_THROW_ERROR(ValueError, "read_npy: " + path_ + " has a malformed header (" + what + " at offset " +
                                     std::to_string(pos_) + "): " + s_);
   }
   char peek() const { return pos_ < s_.size() ? s_[pos_] : '\0'; }
@@ -183,11 +186,19 @@ class NpyHeaderParser {
 
 }  // namespace
 
-at::Tensor read_csv_points(const std::string& path, const CsvOptions& options) {
+namespace {
+
+void check_csv_options(const CsvOptions& options) {
   MD_CHECK_TYPE(options.dtype() == at::kFloat || options.dtype() == at::kDouble,
                 "read_csv_points: dtype must be float32 or float64, got ", options.dtype());
-  std::ifstream in(path);
-  MD_CHECK(in.good(), "read_csv_points: cannot open '", path, "'");
+  const auto d = static_cast<unsigned char>(options.delimiter());
+  MD_CHECK_VALUE(d != '\n' && d != '\r' && d != '\0' && !std::isdigit(d) && d != '.' && d != '-' && d != '+',
+                 "read_csv_points: delimiter must not be a line break, NUL, digit, '.', '-' or '+', got code ",
+                 static_cast<int>(d));
+}
+
+// The rows of a CSV stream; `where` names the source in errors ("'path'" or "<memory>").
+at::Tensor parse_csv_stream(std::istream& in, const std::string& where, const CsvOptions& options) {
   std::vector<double> values;
   int64_t columns = -1;
   int64_t rows = 0;
@@ -211,60 +222,83 @@ at::Tensor read_csv_points(const std::string& path, const CsvOptions& options) {
       first_content_line = false;
       if (bad != fields.size()) continue;  // a header line
     }
-    MD_CHECK_VALUE(bad == fields.size(), "read_csv_points: '", path, "' line ", line_no, ", column ", bad + 1, ": '",
+    MD_CHECK_VALUE(bad == fields.size(), "read_csv_points: ", where, " line ", line_no, ", column ", bad + 1, ": '",
                    trim(fields[bad]), "' is not a number");
     if (columns < 0) columns = static_cast<int64_t>(fields.size());
-    MD_CHECK_VALUE(static_cast<int64_t>(fields.size()) == columns, "read_csv_points: '", path, "' line ", line_no,
+    MD_CHECK_VALUE(static_cast<int64_t>(fields.size()) == columns, "read_csv_points: ", where, " line ", line_no,
                    " has ", fields.size(), " columns; expected ", columns, " like the first data line");
     for (size_t c = 0; c < row.size(); ++c) {
-      MD_CHECK_VALUE(std::isfinite(row[c]), "read_csv_points: '", path, "' line ", line_no, ", column ", c + 1,
+      MD_CHECK_VALUE(std::isfinite(row[c]), "read_csv_points: ", where, " line ", line_no, ", column ", c + 1,
                      ": value ", row[c], " is not finite");
+      MD_CHECK_VALUE(options.dtype() != at::kFloat || std::fabs(row[c]) <= std::numeric_limits<float>::max(),
+                     "read_csv_points: ", where, " line ", line_no, ", column ", c + 1, ": value ", row[c],
+                     " does not fit in float32 (use CsvOptions().dtype(at::kDouble))");
     }
     values.insert(values.end(), row.begin(), row.end());
     ++rows;
   }
-  MD_CHECK_VALUE(rows > 0, "read_csv_points: '", path, "' holds no data rows");
+  MD_CHECK_VALUE(rows > 0, "read_csv_points: ", where, " holds no data rows");
   return at::tensor(values, at::kDouble).reshape({rows, columns}).to(options.dtype());
 }
 
-at::Tensor read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MD_CHECK(in.good(), "read_npy: cannot open '", path, "'");
-  in.seekg(0, std::ios::end);
-  const auto file_size = static_cast<int64_t>(in.tellg());
-  in.seekg(0, std::ios::beg);
+}  // namespace
 
+at::Tensor read_csv_points(const std::string& path, const CsvOptions& options) {
+  check_csv_options(options);
+  std::ifstream in(path);
+  MD_CHECK(in.good(), "read_csv_points: cannot open '", path, "'");
+  return parse_csv_stream(in, "'" + path + "'", options);
+}
+
+at::Tensor parse_csv_points(const std::string& text, const CsvOptions& options) {
+  check_csv_options(options);
+  std::istringstream in(text);
+  return parse_csv_stream(in, "<memory>", options);
+}
+
+namespace {
+
+// A random-access byte source of known size: a file or a buffer in memory.
+struct NpySource {
+  std::string where;  // "'path'" or "<memory>"
+  int64_t size = 0;
+  std::function<bool(int64_t offset, void* dst, size_t n)> read_at;
+};
+
+at::Tensor read_npy_from(const NpySource& src) {
+  const std::string& where = src.where;
+  const int64_t file_size = src.size;
   unsigned char pre[8];
-  MD_CHECK_VALUE(file_size >= 10 && in.read(reinterpret_cast<char*>(pre), 8),
-                 "read_npy: '", path, "' is too short for an .npy header (", file_size, " bytes)");
-  MD_CHECK_VALUE(std::memcmp(pre, kNpyMagic, 6) == 0, "read_npy: '", path, "' is not an .npy file (bad magic)");
+  MD_CHECK_VALUE(file_size >= 10 && src.read_at(0, pre, 8), "read_npy: ", where,
+                 " is too short for an .npy header (", file_size, " bytes)");
+  MD_CHECK_VALUE(std::memcmp(pre, kNpyMagic, 6) == 0, "read_npy: ", where, " is not an .npy file (bad magic)");
   const int major = pre[6];
   const int minor = pre[7];
-  MD_CHECK_VALUE((major == 1 || major == 2) && minor == 0, "read_npy: '", path, "' has .npy format version ", major,
+  MD_CHECK_VALUE((major == 1 || major == 2) && minor == 0, "read_npy: ", where, " has .npy format version ", major,
                  ".", minor, "; supported: 1.0 and 2.0");
   const int len_bytes = major == 1 ? 2 : 4;
   unsigned char len_raw[4] = {0, 0, 0, 0};
-  MD_CHECK_VALUE(in.read(reinterpret_cast<char*>(len_raw), len_bytes), "read_npy: '", path,
-                 "' is truncated in its header length");
+  MD_CHECK_VALUE(file_size >= 8 + len_bytes && src.read_at(8, len_raw, static_cast<size_t>(len_bytes)), "read_npy: ",
+                 where, " is truncated in its header length");
   const uint64_t header_len = little_endian(len_raw, len_bytes);
   const int64_t data_offset = 8 + len_bytes + static_cast<int64_t>(header_len);
-  MD_CHECK_VALUE(header_len <= kMaxNpyHeader, "read_npy: '", path, "' declares a header of ", header_len,
+  MD_CHECK_VALUE(header_len <= kMaxNpyHeader, "read_npy: ", where, " declares a header of ", header_len,
                  " bytes; the limit is ", kMaxNpyHeader);
-  MD_CHECK_VALUE(data_offset <= file_size, "read_npy: '", path, "' declares a header of ", header_len,
+  MD_CHECK_VALUE(data_offset <= file_size, "read_npy: ", where, " declares a header of ", header_len,
                  " bytes but the file has only ", file_size, " bytes");
   std::string header(static_cast<size_t>(header_len), '\0');
-  in.read(&header[0], static_cast<std::streamsize>(header_len));
-  MD_CHECK_VALUE(in.good(), "read_npy: '", path, "' could not read its header");
+  MD_CHECK_VALUE(header_len == 0 || src.read_at(8 + len_bytes, &header[0], static_cast<size_t>(header_len)),
+                 "read_npy: ", where, " could not read its header");
   while (!header.empty() && (header.back() == '\n' || header.back() == ' ')) header.pop_back();
   for (char c : header) {
-    MD_CHECK_VALUE(c >= 0x20 && c < 0x7f, "read_npy: '", path, "' has a non-ASCII or control character in its header");
+    MD_CHECK_VALUE(c >= 0x20 && c < 0x7f, "read_npy: ", where, " has a non-ASCII or control character in its header");
   }
 
   std::string descr;
   bool fortran = false;
   std::vector<int64_t> shape;
-  NpyHeaderParser(header, path).parse(&descr, &fortran, &shape);
-  MD_CHECK_VALUE(!fortran, "read_npy: '", path, "' is in Fortran order ('fortran_order': True); only C order is supported");
+  NpyHeaderParser(header, where).parse(&descr, &fortran, &shape);
+  MD_CHECK_VALUE(!fortran, "read_npy: ", where, " is in Fortran order ('fortran_order': True); only C order is supported");
   at::ScalarType dtype = at::kFloat;
   int64_t width = 4;
   if (descr == "<f4") {
@@ -273,32 +307,62 @@ at::Tensor read_npy(const std::string& path) {
     dtype = at::kDouble;
     width = 8;
   } else if (!descr.empty() && descr[0] == '>') {
-    MD_CHECK_TYPE(false, "read_npy: '", path, "' holds big-endian data ('", descr, "'); supported: '<f4' and '<f8'");
+    MD_CHECK_TYPE(false, "read_npy: ", where, " holds big-endian data ('", descr, "'); supported: '<f4' and '<f8'");
   } else if (descr.find('O') != std::string::npos) {
-    MD_CHECK_TYPE(false, "read_npy: '", path, "' holds Python objects ('", descr, "'); supported: '<f4' and '<f8'");
+    MD_CHECK_TYPE(false, "read_npy: ", where, " holds Python objects ('", descr, "'); supported: '<f4' and '<f8'");
   } else {
-    MD_CHECK_TYPE(false, "read_npy: '", path, "' has unsupported dtype '", descr, "'; supported: '<f4' and '<f8'");
+    MD_CHECK_TYPE(false, "read_npy: ", where, " has unsupported dtype '", descr, "'; supported: '<f4' and '<f8'");
   }
 
   int64_t numel = 1;
   for (int64_t d : shape) {
-    MD_CHECK_VALUE(d == 0 || numel <= kMaxNpyElements / d, "read_npy: '", path, "' has shape ", c10::IntArrayRef(shape),
+    MD_CHECK_VALUE(d == 0 || numel <= kMaxNpyElements / d, "read_npy: ", where, " has shape ", c10::IntArrayRef(shape),
                    " with more than ", kMaxNpyElements, " elements");
     numel *= d;
   }
   const int64_t expected = numel * width;
   const int64_t actual = file_size - data_offset;
-  MD_CHECK_VALUE(actual == expected, "read_npy: '", path, "': shape ", c10::IntArrayRef(shape), " of '", descr,
+  MD_CHECK_VALUE(actual == expected, "read_npy: ", where, ": shape ", c10::IntArrayRef(shape), " of '", descr,
                  "' needs ", expected, " data bytes, the file holds ", actual);
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
-  in.read(static_cast<char*>(out.data_ptr()), static_cast<std::streamsize>(expected));
-  MD_CHECK(in.good() || expected == 0, "read_npy: error reading the data of '", path, "'");
+  MD_CHECK(expected == 0 || src.read_at(data_offset, out.data_ptr(), static_cast<size_t>(expected)),
+           "read_npy: error reading the data of ", where);
   if (!host_is_little_endian() && width > 1) {
     auto* b = static_cast<unsigned char*>(out.data_ptr());
     for (int64_t i = 0; i < numel; ++i) std::reverse(b + i * width, b + (i + 1) * width);
   }
   return out;
 }
+
+}  // namespace
+
+at::Tensor read_npy(const std::string& path) {
+  auto in = std::make_shared<std::ifstream>(path, std::ios::binary);
+  MD_CHECK(in->good(), "read_npy: cannot open '", path, "'");
+  in->seekg(0, std::ios::end);
+  const auto size = static_cast<int64_t>(in->tellg());
+  MD_CHECK(size >= 0, "read_npy: cannot seek in '", path, "'");
+  NpySource src{"'" + path + "'", size, [in](int64_t offset, void* dst, size_t n) {
+                  in->clear();
+                  in->seekg(offset, std::ios::beg);
+                  return static_cast<bool>(in->read(static_cast<char*>(dst), static_cast<std::streamsize>(n)));
+                }};
+  return read_npy_from(src);
+}
+
+at::Tensor decode_npy(const uint8_t* data, size_t size) {
+  MD_CHECK(data != nullptr || size == 0, "decode_npy: data is null but size is ", size);
+  NpySource src{"<memory>", static_cast<int64_t>(size), [data, size](int64_t offset, void* dst, size_t n) {
+                  if (offset < 0 || static_cast<size_t>(offset) > size || n > size - static_cast<size_t>(offset)) {
+                    return false;
+                  }
+                  if (n > 0) std::memcpy(dst, data + offset, n);
+                  return true;
+                }};
+  return read_npy_from(src);
+}
+
+at::Tensor decode_npy(const std::vector<uint8_t>& bytes) { return decode_npy(bytes.data(), bytes.size()); }
 
 void write_npy(const std::string& path, const at::Tensor& tensor) {
   check_defined(tensor, "write_npy: tensor");

@@ -219,17 +219,16 @@ void save_autoencoder(const std::string& path, const Autoencoder& ae) {
 Autoencoder load_autoencoder(const std::string& path) {
   std::error_code ec;
   MD_CHECK_VALUE(std::filesystem::is_regular_file(path, ec), "load_autoencoder: '", path, "' does not exist");
-  torch::serialize::InputArchive ar;
-  try {
+  Autoencoder ae{nullptr};
+  guard_archive_read("load_autoencoder: cannot read '" + path + "'", [&] {
+    torch::serialize::InputArchive ar;
     ar.load_from(path, c10::Device(c10::kCPU));
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, "load_autoencoder: cannot read '", path, "': ", e.what_without_backtrace());
-  }
-  c10::IValue opts;
-  MD_CHECK(ar.try_read("autoencoder_options", opts) && opts.isString(), "load_autoencoder: '", path,
-           "' is not an autoencoder file (no options)");
-  Autoencoder ae(AutoencoderOptions::from_json(opts.toStringRef()));
-  load_module_state(*ae, read_named_tensors(ar, "model"), "autoencoder '" + path + "'");
+    c10::IValue opts;
+    MD_CHECK(ar.try_read("autoencoder_options", opts) && opts.isString(), "load_autoencoder: '", path,
+             "' is not an autoencoder file (no options)");
+    ae = Autoencoder(AutoencoderOptions::from_json(opts.toStringRef()));
+    load_module_state(*ae, read_named_tensors(ar, "model"), "autoencoder '" + path + "'");
+  });
   ae->eval();
   return ae;
 }

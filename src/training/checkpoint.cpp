@@ -128,33 +128,44 @@ void load_module_state(torch::nn::Module& module, const NamedTensors& source, co
   for (auto& [dst, src] : plan) dst.copy_(*src);
 }
 
+void guard_archive_read(const std::string& what, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    if (msg.rfind(what, 0) == 0) throw;
+    MD_CHECK(false, what, ": ", msg);
+  } catch (const std::exception& e) {
+    MD_CHECK(false, what, " is corrupt or not readable by this LibTorch: ", e.what());
+  }
+}
+
 int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema) {
   std::error_code ec;
   MD_CHECK(fs::is_regular_file(checkpoint, ec), "load_weights: checkpoint '", checkpoint, "' does not exist");
-  torch::serialize::InputArchive ar;
-  try {
-    ar.load_from(checkpoint, c10::Device(c10::kCPU));
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, "load_weights: cannot read checkpoint '", checkpoint, "' (corrupt or not a checkpoint): ",
-             e.what_without_backtrace());
-  }
-  c10::IValue step;
-  MD_CHECK(ar.try_read("step", step) && step.isInt(), "load_weights: '", checkpoint, "' has no step entry");
   const std::string what = "checkpoint '" + checkpoint + "'";
-  if (!ema) {
-    load_module_state(module, read_named_tensors(ar, "model"), what);
-    return step.toInt();
-  }
-  torch::serialize::InputArchive probe;
-  MD_CHECK(ar.try_read("ema", probe), "load_weights: '", checkpoint,
-           "' holds no EMA weights (trained with ema_decay 0); load the trained weights instead");
-  NamedTensors renamed;
-  for (auto& [name, t] : read_named_tensors(ar, "ema")) {
-    if (name.rfind("param.", 0) == 0) renamed.emplace_back(name.substr(6), t);
-    else if (name.rfind("buffer.", 0) == 0) renamed.emplace_back("buffer:" + name.substr(7), t);
-  }
-  load_module_state(module, renamed, what + " (EMA weights)");
-  return step.toInt();
+  int64_t step_value = 0;
+  guard_archive_read("load_weights: " + what, [&] {
+    torch::serialize::InputArchive ar;
+    ar.load_from(checkpoint, c10::Device(c10::kCPU));
+    c10::IValue step;
+    MD_CHECK(ar.try_read("step", step) && step.isInt(), "load_weights: '", checkpoint, "' has no step entry");
+    step_value = step.toInt();
+    if (!ema) {
+      load_module_state(module, read_named_tensors(ar, "model"), what);
+      return;
+    }
+    torch::serialize::InputArchive probe;
+    MD_CHECK(ar.try_read("ema", probe), "load_weights: '", checkpoint,
+             "' holds no EMA weights (trained with ema_decay 0); load the trained weights instead");
+    NamedTensors renamed;
+    for (auto& [name, t] : read_named_tensors(ar, "ema")) {
+      if (name.rfind("param.", 0) == 0) renamed.emplace_back(name.substr(6), t);
+      else if (name.rfind("buffer.", 0) == 0) renamed.emplace_back("buffer:" + name.substr(7), t);
+    }
+    load_module_state(module, renamed, what + " (EMA weights)");
+  });
+  return step_value;
 }
 
 }  // namespace manifold_diffusion

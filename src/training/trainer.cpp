@@ -186,7 +186,7 @@ class AutocastScope {
   AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
-  bool on_;
+  [[maybe_unused]] bool on_;
   [[maybe_unused]] bool prev_enabled_ = false;
   [[maybe_unused]] at::ScalarType prev_dtype_ = at::kFloat;
 };
@@ -624,25 +624,21 @@ void Trainer::save_checkpoint(const std::string& path) {
 void Trainer::load_checkpoint(const std::string& path) {
   std::error_code ec;
   MD_CHECK(fs::is_regular_file(path, ec), "Trainer: checkpoint '", path, "' does not exist");
-  torch::serialize::InputArchive ar;
-  try {
+  const std::string what = "checkpoint '" + path + "'";
+  guard_archive_read("Trainer: cannot read " + what, [&] {
+    torch::serialize::InputArchive ar;
     ar.load_from(path, c10::Device(c10::kCPU));
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, "Trainer: cannot read checkpoint '", path, "' (corrupt or not a checkpoint): ",
-             e.what_without_backtrace());
-  }
-  load_checkpoint_archive(ar, "checkpoint '" + path + "'");
+    load_checkpoint_archive(ar, what);
+  });
 }
 
 void Trainer::load_checkpoint_bytes(const std::string& bytes, const std::string& what) {
-  torch::serialize::InputArchive ar;
-  try {
+  guard_archive_read("Trainer: cannot read " + what, [&] {
+    torch::serialize::InputArchive ar;
     std::istringstream in(bytes);
     ar.load_from(in, c10::Device(c10::kCPU));
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, "Trainer: cannot read ", what, " (corrupt or not a checkpoint): ", e.what_without_backtrace());
-  }
-  load_checkpoint_archive(ar, what);
+    load_checkpoint_archive(ar, what);
+  });
 }
 
 void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what) {

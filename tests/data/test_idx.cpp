@@ -136,6 +136,64 @@ TEST(DataIdx, RejectsCorruptFiles) {
   MD_EXPECT_ERROR(mdiff::data::read_idx(p), "bad.idx");
 }
 
+std::vector<uint8_t> gzip_bytes(const std::vector<uint8_t>& raw) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::vector<uint8_t> out(deflateBound(&zs, static_cast<uLong>(raw.size())) + 32);
+  zs.next_in = const_cast<Bytef*>(raw.data());
+  zs.avail_in = static_cast<uInt>(raw.size());
+  zs.next_out = out.data();
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+TEST(DataIdx, DecodesBytesInMemoryLikeFiles) {
+  const at::Tensor t = at::arange(-6, 6, at::kShort).mul(1000).reshape({2, 3, 2});
+  const std::vector<uint8_t> plain = idx_bytes(t, 0x0B);
+  EXPECT_TRUE(at::equal(mdiff::data::decode_idx(plain), t));
+  EXPECT_TRUE(at::equal(mdiff::data::decode_idx(gzip_bytes(plain)), t));
+  // Two gzip members, split inside the data, are read in turn (as gzread does for files).
+  const std::vector<uint8_t> head(plain.begin(), plain.begin() + 9);
+  const std::vector<uint8_t> tail(plain.begin() + 9, plain.end());
+  std::vector<uint8_t> two = gzip_bytes(head);
+  const std::vector<uint8_t> second = gzip_bytes(tail);
+  two.insert(two.end(), second.begin(), second.end());
+  EXPECT_TRUE(at::equal(mdiff::data::decode_idx(two), t));
+
+  std::vector<uint8_t> b = plain;
+  b.pop_back();
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(b), "<memory>", "truncated", "needs 24 data bytes, got 23");
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(gzip_bytes(b)), "<memory>", "truncated", "needs 24 data bytes, got 23");
+  std::vector<uint8_t> cut = gzip_bytes(plain);
+  cut.resize(cut.size() - 6);
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(cut), "gzip stream is truncated");
+  std::vector<uint8_t> junk = gzip_bytes(plain);
+  junk.push_back(0);
+  junk.push_back(1);
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(junk), "2 bytes of garbage after the gzip stream");
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(nullptr, 3), "data is null but size is 3");
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(std::vector<uint8_t>{}), "too short");
+}
+
+// A header that promises 2^31 float64 elements over a few bytes of data must fail without
+// allocating the 16 GiB it describes, plain or gzip-compressed: the data's size is checked (plain)
+// or the buffer grows with what actually arrives (gzip).
+TEST(DataIdx, AHugeHeaderOverShortDataFailsWithoutAllocatingIt) {
+  std::vector<uint8_t> b = idx_header(0x0E, {2, 1024, 1024, 1024});
+  for (int i = 0; i < 64; ++i) b.push_back(static_cast<uint8_t>(i));
+  const auto opts = mdiff::data::IdxOptions().max_elements(int64_t{1} << 31);
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(b, opts), "truncated", "needs 17179869184 data bytes, got 64");
+  MD_EXPECT_ERROR(mdiff::data::decode_idx(gzip_bytes(b), opts), "truncated", "needs 17179869184 data bytes, got 64");
+  TempDir dir;
+  write_bytes(dir.file("huge.idx"), b);
+  MD_EXPECT_ERROR(mdiff::data::read_idx(dir.file("huge.idx"), opts), "huge.idx", "truncated", "got 64");
+  write_gz(dir.file("huge.idx.gz"), b);
+  MD_EXPECT_ERROR(mdiff::data::read_idx(dir.file("huge.idx.gz"), opts), "huge.idx.gz", "truncated", "got 64");
+}
+
 TEST(DataIdx, ValidationSplitIsSeedStableAndDisjoint) {
   mdiff::data::LabeledImages d;
   d.images = at::arange(0, 100, at::kFloat).reshape({100, 1, 1, 1});

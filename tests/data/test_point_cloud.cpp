@@ -1,3 +1,4 @@
+#include <manifold_diffusion/core/file.h>
 #include <manifold_diffusion/data/point_cloud.h>
 
 #include "data/data_test_util.h"
@@ -6,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -58,6 +60,32 @@ TEST(DataPointCloud, CsvErrorsNameLineAndColumn) {
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "no data rows");
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(dir.file("absent.csv")), "absent.csv");
   MD_EXPECT_ERROR(mdiff::data::read_csv_points(p, mdiff::data::CsvOptions().dtype(at::kInt)), "dtype");
+  write_text(p, "1,2\n3,1e300\n");
+  MD_EXPECT_ERROR(mdiff::data::read_csv_points(p), "line 2, column 2", "does not fit in float32");
+  EXPECT_EQ(mdiff::data::read_csv_points(p, mdiff::data::CsvOptions().dtype(at::kDouble))[1][1].item<double>(), 1e300);
+  MD_EXPECT_ERROR(mdiff::data::read_csv_points(p, mdiff::data::CsvOptions().delimiter('\n')), "delimiter", "code 10");
+  MD_EXPECT_ERROR(mdiff::data::read_csv_points(p, mdiff::data::CsvOptions().delimiter('5')), "delimiter", "code 53");
+}
+
+TEST(DataPointCloud, CsvAndNpyDecodeFromMemory) {
+  const at::Tensor a = mdiff::data::parse_csv_points("x,y\n0.5,1\n2,3\n");
+  EXPECT_TRUE(at::equal(a, at::tensor({0.5f, 1.0f, 2.0f, 3.0f}).reshape({2, 2})));
+  MD_EXPECT_ERROR(mdiff::data::parse_csv_points("1,2\n3,x\n"), "<memory> line 2, column 2", "'x' is not a number");
+  MD_EXPECT_ERROR(mdiff::data::parse_csv_points(""), "<memory> holds no data rows");
+
+  TempDir dir;
+  const at::Tensor t = at::randn({3, 4}, at::kDouble);
+  mdiff::data::write_npy(dir.file("t.npy"), t);
+  const std::vector<uint8_t> bytes = mdiff::read_file_bytes(dir.file("t.npy"));
+  EXPECT_TRUE(at::equal(mdiff::data::decode_npy(bytes), t));
+  std::vector<uint8_t> cut(bytes.begin(), bytes.end() - 8);
+  MD_EXPECT_ERROR(mdiff::data::decode_npy(cut), "<memory>", "needs 96 data bytes, the file holds 88");
+  MD_EXPECT_ERROR(mdiff::data::decode_npy(std::vector<uint8_t>(bytes.begin(), bytes.begin() + 9)), "too short");
+  std::vector<uint8_t> long_header = bytes;
+  long_header[8] = 0xff;
+  long_header[9] = 0xff;
+  MD_EXPECT_ERROR(mdiff::data::decode_npy(long_header), "<memory>", "declares a header of 65535 bytes");
+  MD_EXPECT_ERROR(mdiff::data::decode_npy(nullptr, 4), "data is null but size is 4");
 }
 
 TEST(DataPointCloud, NpyRoundTrip) {

@@ -44,6 +44,21 @@ struct IdxOptions {
 /// \endcode
 at::Tensor read_idx(const std::string& path, const IdxOptions& options = {});
 
+/// read_idx() on bytes in memory, plain or gzip-compressed (concatenated gzip members are read in
+/// turn). The checks are the same; errors name the source `<memory>`. The data tensor is allocated
+/// only after the header's byte count is known to be present, so hostile input costs at most about
+/// twice its own (decompressed) size: lower `options.max_elements()` to bound what a gzip stream may
+/// expand to.
+///
+/// Example:
+/// \code
+///   std::vector<uint8_t> bytes = download();   // any source of an IDX file
+///   at::Tensor t = mdiff::data::decode_idx(bytes, mdiff::data::IdxOptions().max_elements(1 << 24));
+/// \endcode
+at::Tensor decode_idx(const std::vector<uint8_t>& bytes, const IdxOptions& options = {});
+/// decode_idx() over a raw buffer (`data` may be null only when `size` is 0).
+at::Tensor decode_idx(const uint8_t* data, size_t size, const IdxOptions& options = {});
+
 /// Images with one integer label each.
 ///
 /// Example:

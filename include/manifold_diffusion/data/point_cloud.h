@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace manifold_diffusion {
 namespace data {
@@ -45,6 +46,14 @@ struct CsvOptions {
 /// \endcode
 at::Tensor read_csv_points(const std::string& path, const CsvOptions& options = {});
 
+/// read_csv_points() on text in memory; errors name the source `<memory>`.
+///
+/// Example:
+/// \code
+///   at::Tensor pts = mdiff::data::parse_csv_points("x,y\n0.5,1\n2,3\n");   // float32 [2, 2]
+/// \endcode
+at::Tensor parse_csv_points(const std::string& text, const CsvOptions& options = {});
+
 /// Reads a `.npy` file (format version 1.0 or 2.0) holding little-endian float32 ('<f4') or
 /// float64 ('<f8') data in C order. Refuses big-endian, Fortran-order, object and other dtypes,
 /// headers longer than 1 MiB or otherwise malformed, more than 32 dimensions, and data whose length
@@ -56,6 +65,18 @@ at::Tensor read_csv_points(const std::string& path, const CsvOptions& options = 
 ///   at::Tensor pts = mdiff::data::read_npy("cloud.npy");   // float32, numpy's shape
 /// \endcode
 at::Tensor read_npy(const std::string& path);
+
+/// read_npy() on bytes in memory, with the same checks (the data is validated against the shape
+/// before anything is allocated); errors name the source `<memory>`.
+///
+/// Example:
+/// \code
+///   std::vector<uint8_t> bytes = mdiff::read_file_bytes("cloud.npy");
+///   at::Tensor pts = mdiff::data::decode_npy(bytes);
+/// \endcode
+at::Tensor decode_npy(const std::vector<uint8_t>& bytes);
+/// decode_npy() over a raw buffer (`data` may be null only when `size` is 0).
+at::Tensor decode_npy(const uint8_t* data, size_t size);
 
 /// Writes a float32 or float64 tensor (any device, any layout: it is copied to contiguous CPU
 /// memory) as a `.npy` file in C order, version 1.0 (2.0 when the header needs it).

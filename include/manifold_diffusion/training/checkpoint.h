@@ -61,6 +61,18 @@ void prune_checkpoints(const std::string& dir, int64_t keep);
 /// \endcode
 void save_archive_atomically(torch::serialize::OutputArchive& archive, const std::string& path);
 
+/// Runs `fn`, which reads a LibTorch archive, and turns any failure into a c10::Error whose message
+/// starts with `what`. LibTorch's reader throws more than c10::Error on damaged input (e.g.
+/// torch::jit::ErrorReport from the archive's code section, std::out_of_range from the unpickler);
+/// every reader of this library goes through here so that callers see one error type.
+///
+/// Example:
+/// \code
+///   torch::serialize::InputArchive ar;
+///   mdiff::guard_archive_read("checkpoint 'x.pt'", [&] { ar.load_from("x.pt"); });
+/// \endcode
+void guard_archive_read(const std::string& what, const std::function<void()>& fn);
+
 /// Named tensors in an archive under `key` (names may contain '.').
 void write_named_tensors(torch::serialize::OutputArchive& archive, const std::string& key,
                          const NamedTensors& tensors);
