@@ -47,7 +47,8 @@ if(MD_FUZZ)
     message(FATAL_ERROR "MD_FUZZ=ON needs clang (libFuzzer), but the C++ compiler is ${CMAKE_CXX_COMPILER_ID} "
                         "${CMAKE_CXX_COMPILER}; configure with -DCMAKE_CXX_COMPILER=clang++-14 (preset 'sanitize')")
   endif()
-  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link>)
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link>
+    "$<$<COMPILE_LANGUAGE:CXX>:-fsanitize-coverage-ignorelist=${CMAKE_CURRENT_LIST_DIR}/fuzz-coverage-ignorelist.txt>")
 endif()
 
 # Clang stamps precompiled headers with their build time, which defeats ccache.

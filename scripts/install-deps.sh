@@ -13,6 +13,8 @@ packages=(
   libtorch-dev libopenblas0-pthread libgloo-dev
   # libraries
   libeigen3-dev libfmt-dev libcli11-dev nlohmann-json3-dev libpng-dev zlib1g-dev
+  # sanitizers and fuzzing (the sanitize and tsan presets): clang with its runtimes
+  clang-14 libclang-rt-14-dev
   # tests and benchmarks
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   # data

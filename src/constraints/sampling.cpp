@@ -71,8 +71,9 @@ bool StepWindow::contains(int64_t step, int64_t num_steps) const {
 }
 
 std::map<std::string, double> SamplingConstraint::scalars() const {
-  if (!residual_.defined() || residual_.numel() == 0) return {};
-  return {{name() + "_residual", residual_.to(at::kDouble).mean().item<double>()}};
+  const at::Tensor r = residual();
+  if (!r.defined() || r.numel() == 0) return {};
+  return {{name() + "_residual", r.to(at::kDouble).mean().item<double>()}};
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ at::Tensor DynamicThreshold::on_x0(const StepContext&, at::Tensor x0) {
   const at::Tensor flat = x0.detach().abs().flatten(1).to(x0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
   at::Tensor s = at::quantile(flat, options_.percentile(), 1);
   s = s.clamp(1.0, options_.max_value()).to(x0.scalar_type());
-  residual_ = s;  // the per-sample threshold
+  set_residual(s);  // the per-sample threshold
   const at::Tensor sb = per_sample(s, x0);
   return at::max(at::min(x0, sb), -sb) / sb;
 }
@@ -136,7 +137,7 @@ at::Tensor ManifoldConstraint::on_x0(const StepContext& ctx, at::Tensor x0) {
     const at::Tensor gate = at::tanh(frame.nearest_distance.to(flat.options()) / options_.h()).unsqueeze(1);
     moved = -options_.step() * gate * normal / norm;
   }
-  residual_ = moved.norm(2, 1);
+  set_residual(moved.norm(2, 1));
   return x0 + moved.view(x0.sizes());
 }
 
@@ -156,7 +157,7 @@ at::Tensor AutoencoderProjection::on_x0(const StepContext& ctx, at::Tensor x0) {
   MD_CHECK_VALUE(rec.sizes() == x0.sizes(), "AutoencoderProjection: the autoencoder returned ", rec.sizes(), " for ",
                  x0.sizes());
   const at::Tensor moved = strength_ * (rec - x0.detach());
-  residual_ = moved.flatten(1).norm(2, 1);
+  set_residual(moved.flatten(1).norm(2, 1));
   return x0 + moved;
 }
 
@@ -176,7 +177,7 @@ at::Tensor MeasurementProjection::on_proposal(const StepContext& ctx, at::Tensor
   torch::NoGradGuard no_grad;
   const at::Tensor x = x_next.detach();
   if (record_residual_ && ctx.x0_hat.defined()) {
-    residual_ = m_.noise.fidelity(checked_y(m_, x, name()).to(x.options()), m_.op->forward(ctx.x0_hat.to(x.options())));
+    set_residual(m_.noise.fidelity(checked_y(m_, x, name()).to(x.options()), m_.op->forward(ctx.x0_hat.to(x.options()))));
   }
   return m_.op->project(x, noised_measurement(ctx.alpha_bar_next, ctx.step, x));
 }
@@ -189,7 +190,7 @@ MCGConstraint::MCGConstraint(Measurement m, MCGOptions options) : MeasurementPro
 
 at::Tensor MCGConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next) {
   const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "mcg");
-  residual_ = mg.residual;
+  set_residual(mg.residual);
   if (mg.grad.defined()) {
     torch::NoGradGuard no_grad;
     const at::Tensor g = m_.op->null_space_component(mg.grad);
@@ -206,7 +207,7 @@ DPSConstraint::DPSConstraint(Measurement m, DPSOptions options) : m_(std::move(m
 
 at::Tensor DPSConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next) {
   const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "dps");
-  residual_ = mg.residual;
+  set_residual(mg.residual);
   if (!mg.grad.defined()) return x_next;
   return x_next.detach() - options_.scale() * mg.grad.to(x_next.scalar_type());
 }
@@ -233,12 +234,12 @@ at::Tensor MPGDConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next
   if (!windowed) {
     const at::Tensor v = x0.clone().requires_grad_(true);
     const at::Tensor res = m_.noise.fidelity(y, m_.op->forward(v));
-    residual_ = res.detach();
+    set_residual(res.detach());
     guided = x0 - c * grad_of(res.sum(), v).detach();
   } else if (options_.variant() == MPGDVariant::Autoencoder) {
     const at::Tensor v = x0.clone().requires_grad_(true);
     const at::Tensor res = m_.noise.fidelity(y, m_.op->forward(ae_.decode(ae_.encode(v)).to(v.scalar_type())));
-    residual_ = res.detach();
+    set_residual(res.detach());
     const at::Tensor g = grad_of(res.sum(), v);
     guided = g.defined() ? x0 - options_.ae_factor() * c * g.detach() : x0;
   } else {
@@ -250,7 +251,7 @@ at::Tensor MPGDConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next
     }
     const at::Tensor zv = z.clone().requires_grad_(true);
     const at::Tensor res = m_.noise.fidelity(y, m_.op->forward(ae_.decode(zv).to(x0.scalar_type())));
-    residual_ = res.detach();
+    set_residual(res.detach());
     const at::Tensor g = grad_of(res.sum(), zv);
     torch::NoGradGuard no_grad;
     const at::Tensor z2 = g.defined() ? z - options_.latent_factor() * c * g : z;
@@ -276,7 +277,7 @@ at::Tensor DSGConstraint::on_proposal(const StepContext& ctx, at::Tensor x_next)
                  "dsg: the step is deterministic (standard deviation 0 before the last step); use ddim with eta > 0 "
                  "(the reference uses eta = 1) or ddpm");
   const MeasurementGradient mg = measurement_gradient(m_, ctx, x_next, "dsg", ctx.proposal_std > 0);
-  residual_ = mg.residual;
+  set_residual(mg.residual);
   if (!mg.grad.defined()) return x_next;
   torch::NoGradGuard no_grad;
   const at::Tensor mu = ctx.proposal_mean.detach().flatten(1);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -52,11 +53,24 @@ class SamplingConstraint : public SamplingHook {
   virtual int64_t backward_passes_per_step() const { return needs_jacobian() ? 1 : 0; }
   /// Per-sample residual norms [N] of the last step where the constraint measured one (undefined
   /// before). Measurement constraints: |y - A x0_hat|; manifold constraints: distance moved.
-  at::Tensor residual() const { return residual_; }
+  /// A constraint may serve several concurrent runs (sample() on several threads): it is then the
+  /// residual of whichever run recorded last, so give each run its own constraint to read its own.
+  at::Tensor residual() const {
+    std::lock_guard<std::mutex> lock(residual_mutex_);
+    return residual_;
+  }
   /// Scalars for logs (mean residual).
   virtual std::map<std::string, double> scalars() const;
 
  protected:
+  /// Records the residual of a step (thread-safe).
+  void set_residual(at::Tensor r) {
+    std::lock_guard<std::mutex> lock(residual_mutex_);
+    residual_ = std::move(r);
+  }
+
+ private:
+  mutable std::mutex residual_mutex_;
   at::Tensor residual_;
 };
 
