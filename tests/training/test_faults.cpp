@@ -259,3 +259,31 @@ TEST(TrainerFaults, AnUnwritableOutputFolderFailsClearly) {
   fs::permissions(dir.path() + "/checkpoints", fs::perms::owner_all);
   EXPECT_NE(denied.find("checkpoints"), std::string::npos) << denied;
 }
+
+// LibTorch's archive reader throws torch::jit::ErrorReport (not a c10::Error) when the TorchScript
+// code section of an archive is damaged (found by fuzz_checkpoint). Every reader turns it into a
+// c10::Error naming the source, and a trainer that failed to load still loads a good checkpoint.
+TEST(TrainerFaults, ADamagedCheckpointCodeSectionIsAnError) {
+  FaultRun r = make_run(mdiff::TrainerOptions(10), faulty_source([](int64_t, at::Tensor&) {}));
+  r.step();
+  mdiff_test::TempDir dir;
+  const std::string path = dir.file("ckpt.pt");
+  r.trainer->save_checkpoint(path);
+  const std::vector<uint8_t> raw = mdiff::read_file_bytes(path);
+  const std::string good(raw.begin(), raw.end());
+  // The archive stores its files uncompressed: rename the base class of a serialised module.
+  const std::string from = "class Module(Module)";
+  const size_t at = good.find(from);
+  ASSERT_NE(at, std::string::npos);
+  std::string bad = good;
+  bad.replace(at, from.size(), "class Module(Mmdule)");
+  MD_EXPECT_ERROR(r.trainer->load_checkpoint_bytes(bad, "the damaged checkpoint"), "the damaged checkpoint");
+  {
+    std::ofstream out(dir.file("bad.pt"), std::ios::binary);
+    out.write(bad.data(), static_cast<std::streamsize>(bad.size()));
+  }
+  MD_EXPECT_ERROR(r.trainer->load_checkpoint(dir.file("bad.pt")), "bad.pt");
+  MD_EXPECT_ERROR(mdiff::load_weights(dir.file("bad.pt"), *r.net), "bad.pt");
+  r.trainer->load_checkpoint_bytes(good, "the good checkpoint");
+  EXPECT_EQ(r.step().step, 2);
+}
