@@ -47,8 +47,15 @@ if(MD_FUZZ)
     message(FATAL_ERROR "MD_FUZZ=ON needs clang (libFuzzer), but the C++ compiler is ${CMAKE_CXX_COMPILER_ID} "
                         "${CMAKE_CXX_COMPILER}; configure with -DCMAKE_CXX_COMPILER=clang++-14 (preset 'sanitize')")
   endif()
+  # Relative to the build folder, where Ninja and Make run the compiler: an absolute path would make
+  # every command line differ between checkouts, and ccache would never hit across clones.
+  # (Ninja runs every command in the top build folder; other generators get the absolute path.)
+  set(_md_ignorelist "${CMAKE_CURRENT_LIST_DIR}/fuzz-coverage-ignorelist.txt")
+  if(CMAKE_GENERATOR MATCHES "Ninja")
+    file(RELATIVE_PATH _md_ignorelist "${CMAKE_BINARY_DIR}" "${_md_ignorelist}")
+  endif()
   add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link>
-    "$<$<COMPILE_LANGUAGE:CXX>:-fsanitize-coverage-ignorelist=${CMAKE_CURRENT_LIST_DIR}/fuzz-coverage-ignorelist.txt>")
+    "$<$<COMPILE_LANGUAGE:CXX>:-fsanitize-coverage-ignorelist=${_md_ignorelist}>")
 endif()
 
 # Clang stamps precompiled headers with their build time, which defeats ccache.

@@ -480,6 +480,7 @@ void write_png(const std::string& path, const at::Tensor& image) {
 }
 
 at::Tensor to_uint8_image(const at::Tensor& x, double lo, double hi) {
+  CheckContext check_context("to_uint8_image");
   check_defined(x, "to_uint8_image: x");
   if (x.scalar_type() == at::kByte) return x.to(at::kCPU);
   check_floating(x, "to_uint8_image: x");
@@ -491,6 +492,7 @@ at::Tensor to_uint8_image(const at::Tensor& x, double lo, double hi) {
 }
 
 at::Tensor make_grid(const at::Tensor& images, const GridOptions& options) {
+  CheckContext check_context("make_grid");
   check_defined(images, "make_grid: images");
   MD_CHECK_VALUE(images.dim() == 3 || images.dim() == 4,
                  "make_grid: images must be [N, C, H, W] or [C, H, W], got shape ", shape_string(images));

@@ -93,6 +93,7 @@ void check_dim_options(const IntrinsicDimOptions& o, int64_t n) {
 }  // namespace
 
 KnnResult knn(const at::Tensor& queries, const at::Tensor& points, int64_t k, const KnnOptions& options) {
+  CheckContext check_context("knn");
   const at::Tensor q = as_points(queries, "queries");
   const at::Tensor p = as_points(points, "points");
   check_dim(queries, "queries", 2);
@@ -105,6 +106,7 @@ KnnResult knn(const at::Tensor& queries, const at::Tensor& points, int64_t k, co
 }
 
 KnnResult knn_graph(const at::Tensor& points, int64_t k, const KnnOptions& options) {
+  CheckContext check_context("knn_graph");
   check_dim(points, "points", 2);
   const at::Tensor p = as_points(points, "points");
   MD_CHECK_VALUE(k >= 1 && k <= p.size(0) - 1, "knn_graph: k must be in [1, ", p.size(0) - 1,
@@ -216,6 +218,7 @@ at::Tensor PCA::inverse_transform(const at::Tensor& z) const {
 // Local PCA
 
 LocalPCA local_pca(const at::Tensor& points, const at::Tensor& neighbours, int64_t dim, double ridge) {
+  CheckContext check_context("local_pca");
   check_dim(points, "points", 2);
   const at::Tensor p = as_points(points, "points");
   check_dim(neighbours, "neighbours", 2);

@@ -33,6 +33,7 @@ Matrix sqrt_psd(const Matrix& s) {
 
 double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const at::Tensor& mu2,
                         const at::Tensor& sigma2) {
+  CheckContext check_context("frechet_distance");
   const std::pair<const at::Tensor*, const char*> mus[] = {{&mu1, "mu1"}, {&mu2, "mu2"}};
   for (const auto& [t, name] : mus) {
     check_dim(*t, name, 1);
@@ -66,6 +67,7 @@ double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const a
 }
 
 double frechet_distance(const at::Tensor& x, const at::Tensor& y) {
+  CheckContext check_context("frechet_distance");
   const at::Tensor a = detail::as_points(x, "x");
   const at::Tensor b = detail::as_points(y, "y");
   detail::check_same_features(a, "x", b, "y");

@@ -38,6 +38,7 @@ at::Tensor gaussian_window() {
 }  // namespace
 
 at::Tensor psnr(const at::Tensor& x, const at::Tensor& y, double data_range) {
+  CheckContext check_context("psnr");
   check_positive(data_range, "data_range");
   const auto [a, b] = as_images(x, y);
   const at::Tensor mse = (a - b).pow(2).flatten(1).mean(1);
@@ -46,6 +47,7 @@ at::Tensor psnr(const at::Tensor& x, const at::Tensor& y, double data_range) {
 }
 
 at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, double data_range) {
+  CheckContext check_context("ssim");
   check_positive(data_range, "data_range");
   const auto [a, b] = as_images(x, y);
   MD_CHECK_VALUE(a.size(2) >= kWindow && a.size(3) >= kWindow, "ssim: images must be at least ", kWindow, " x ",

@@ -88,6 +88,7 @@ double median_bandwidth(const at::Tensor& x, const at::Tensor& y) {
 }
 
 double mmd(const at::Tensor& x, const at::Tensor& y, const std::vector<double>& bandwidths) {
+  CheckContext check_context("mmd");
   const at::Tensor a = detail::as_points(x, "x");
   const at::Tensor b = detail::as_points(y, "y");
   detail::check_same_features(a, "x", b, "y");

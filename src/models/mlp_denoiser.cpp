@@ -194,6 +194,7 @@ void MLPDenoiserImpl::pretty_print(std::ostream& stream) const {
 }
 
 at::Tensor MLPDenoiserImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels) {
+  CheckContext check_context("MLPDenoiser");
   const auto& o = options_;
   check_defined(x, "x");
   MD_CHECK_VALUE(x.dim() == 2, "MLPDenoiser: x: expected 2 dimensions [N, D], got ", x.dim(), " (shape ",

@@ -384,6 +384,7 @@ at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& class_labels, 
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& class_labels,
                              const at::Tensor& augment_labels) {
+  CheckContext check_context("UNet");
   const UNetOptions& o = options_;
   check_defined(x, "x");
   MD_CHECK_VALUE(x.dim() == 4, "UNet: x: expected 4 dimensions [N, C, H, W], got ", x.dim(), " (shape ",

@@ -31,6 +31,7 @@ bool needs_grad(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, OpBackend backend) {
+  CheckContext check_context("attention");
   check_floating(q, "q");
   check_same_dtype(q, "q", k, "k");
   check_same_dtype(q, "q", v, "v");

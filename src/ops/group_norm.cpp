@@ -67,6 +67,7 @@ bool needs_grad(std::initializer_list<const at::Tensor*> ts) {
 at::Tensor group_norm_silu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                            const at::Tensor& scale, const at::Tensor& shift, const GroupNormSiLUOptions& options,
                            OpBackend backend) {
+  CheckContext check_context("group_norm_silu");
   check_floating(x, "x");
   MD_CHECK_VALUE(x.dim() >= 2, "group_norm_silu: x: expected [N, C, *], got shape ", shape_string(x));
   const int64_t n = x.size(0);

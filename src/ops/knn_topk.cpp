@@ -43,10 +43,11 @@ KnnTopK knn_topk_reference(const at::Tensor& queries, const at::Tensor& points, 
 
 KnnTopK knn_sqdist_topk(const at::Tensor& queries, const at::Tensor& points, int64_t k, OpBackend backend,
                         const KnnTopKOptions& options) {
+  CheckContext check_context("knn_sqdist_topk");
   check_dim(queries, "queries", 2);
   check_dim(points, "points", 2);
   MD_CHECK_TYPE(queries.scalar_type() == at::kFloat || queries.scalar_type() == at::kDouble,
-                "queries: expected float32 or float64, got ", queries.scalar_type());
+                "knn_sqdist_topk: queries: expected float32 or float64, got ", queries.scalar_type());
   check_same_dtype(queries, "queries", points, "points");
   check_same_device(queries, "queries", points, "points");
   MD_CHECK_VALUE(queries.size(1) == points.size(1),

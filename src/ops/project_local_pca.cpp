@@ -143,12 +143,14 @@ LocalPcaProjection project_checked(const at::Tensor& x, const at::Tensor& center
 
 at::Tensor project_local_pca(const at::Tensor& x, const at::Tensor& centers, const at::Tensor& bases,
                              const at::Tensor& assign, OpBackend backend) {
+  CheckContext check_context("project_local_pca");
   return project_checked(x, centers, bases, assign, backend, /*with_residual=*/false).projected;
 }
 
 LocalPcaProjection project_local_pca_with_residual(const at::Tensor& x, const at::Tensor& centers,
                                                    const at::Tensor& bases, const at::Tensor& assign,
                                                    OpBackend backend) {
+  CheckContext check_context("project_local_pca_with_residual");
   return project_checked(x, centers, bases, assign, backend, /*with_residual=*/true);
 }
 

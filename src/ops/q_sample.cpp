@@ -25,6 +25,7 @@ at::Tensor q_sample_reference(const at::Tensor& x0, const at::Tensor& noise, con
 
 at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t, const at::Tensor& signal,
                     const at::Tensor& noise_scale, OpBackend backend) {
+  CheckContext check_context("q_sample");
   check_floating(x0, "x0");
   MD_CHECK_VALUE(x0.dim() >= 1, "x0: expected a batch dimension, got a 0-dimensional tensor");
   check_same_shape(x0, "x0", noise, "noise");

@@ -43,12 +43,28 @@ at::Tensor Sampler::sample(const Denoiser& denoiser, const at::Tensor& x_T, std:
   while (!state.done()) {
     step(denoiser, state, args);
   }
-  return result(state);
+  at::Tensor out = result(state);
+  if (args.check_finite) {
+    // One reduction and one host sync per run: a diverging model or hook is an error, not NaN images.
+    const at::Tensor bad = at::logical_not(at::isfinite(out)).flatten(1).any(1);
+    const int64_t count = bad.sum().item<int64_t>();
+    if (count > 0) {
+      const int64_t first = bad.nonzero().select(1, 0)[0].item<int64_t>();
+      MD_CHECK_VALUE(false, name(), ": the run produced non-finite values in ", count, " of ", out.size(0),
+                     " samples (the first is sample ", first, ") after ", state.step,
+                     " steps: the denoiser's output or a hook is not finite (SampleArgs::check_finite = false "
+                     "returns such samples)");
+    }
+  }
+  return out;
 }
 
 SamplerState Sampler::start(const Denoiser& denoiser, const at::Tensor& x_T, std::vector<at::Generator> generators) const {
+  CheckContext check_context(name());
   check_floating(x_T, "x_T");
+  check_finite(x_T, "x_T");
   MD_CHECK_VALUE(x_T.dim() >= 2, name(), ": x_T must be [N, ...] with at least 2 dimensions, got ", shape_string(x_T));
+  MD_CHECK_VALUE(x_T.size(0) >= 1, name(), ": x_T must hold at least one sample, got shape ", shape_string(x_T));
   MD_CHECK_VALUE(static_cast<int64_t>(generators.size()) == x_T.size(0), name(), ": expected one generator per sample (",
                  x_T.size(0), "), got ", generators.size());
   for (const auto& g : generators) {

@@ -338,6 +338,7 @@ std::vector<double> NoiseSchedule::karras_sigmas(int64_t n, double sigma_min, do
 }
 
 at::Tensor NoiseSchedule::q_sample(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const {
+  CheckContext check_context("NoiseSchedule::q_sample");
   check_defined(x0, "x0");
   const auto dev = x0.device();
   return ops::q_sample(x0, noise, t, signal_t_.to(dev), noise_t_.to(dev));

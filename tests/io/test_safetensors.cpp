@@ -5,6 +5,7 @@
 
 #include "data/data_test_util.h"
 #include "test_util.h"
+#include "md_test_paths.h"
 
 #include <ATen/ATen.h>
 

@@ -5,6 +5,7 @@
 #include <manifold_diffusion/samplers/diffusers_config.h>
 
 #include "test_util.h"
+#include "md_test_paths.h"
 
 #include <ATen/ATen.h>
 

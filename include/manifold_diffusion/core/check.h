@@ -39,6 +39,35 @@ namespace manifold_diffusion {
 /// "[2, 3, 4]" for a shape, "undefined" for an undefined tensor.
 std::string shape_string(const at::Tensor& t);
 
+/// Names the public function whose arguments are being checked. While one is alive on this
+/// thread, the argument checks below (check_defined, check_shape, check_finite, ...) start their
+/// messages with "<function>: ", so that an error raised deep inside a call still says which
+/// function refused which argument. The innermost context wins.
+///
+/// Example:
+/// \code
+///   at::Tensor my_op(const at::Tensor& x) {
+///     mdiff::CheckContext context("my_op");
+///     mdiff::check_dim(x, "x", 2);   // "my_op: x: expected 2 dimensions, got 3 (shape [1, 2, 3])"
+///     ...
+///   }
+/// \endcode
+class CheckContext {
+ public:
+  explicit CheckContext(std::string function);
+  ~CheckContext();
+  CheckContext(const CheckContext&) = delete;
+  CheckContext& operator=(const CheckContext&) = delete;
+  /// "<function>: " of the innermost context on this thread, or "".
+  static std::string prefix();
+  /// `name` prefixed with prefix(), unless it already starts with it.
+  static std::string qualify(const char* name);
+
+ private:
+  std::string function_;
+  const CheckContext* previous_;
+};
+
 /// `t` must be a defined tensor.
 void check_defined(const at::Tensor& t, const char* name);
 /// `t` must be defined and hold at least one element.

@@ -91,6 +91,9 @@ struct SampleArgs {
   double guidance_rescale = 0.0;  ///< guidance rescale phi in [0, 1] (Lin et al. 2023).
   std::vector<std::shared_ptr<SamplingHook>> hooks;
   std::vector<StepCallback> callbacks;
+  /// sample() fails (naming the count and the first sample) when the result holds NaN or Inf,
+  /// instead of returning it; false returns it as it is. Costs one reduction and one host sync per run.
+  bool check_finite = true;
 };
 
 /// Per-run state of a sampler; created by Sampler::start(), advanced by Sampler::step().
