@@ -39,7 +39,9 @@ inline float exp_poly(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (rounded - 0x4B400000 + 127) * (1 << 23);
+  // In unsigned arithmetic: for a NaN input `rounded` holds NaN's bits and the signed product would
+  // overflow (undefined behaviour; UBSan reports it). The result is NaN either way, through p.
+  const uint32_t bits = (static_cast<uint32_t>(rounded) - 0x4B400000u + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
