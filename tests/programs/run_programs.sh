@@ -77,10 +77,20 @@ case "$case_name" in
           --sample-steps 5 --checkpoint-every 1 --threads 1 --seed 5)
     "$bin/mdiff-toy" --out "$work/full" "${args[@]}" >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "uninterrupted run"; }
     kills=0; mid_write=0; runs=0
+    newest() { { ls "$work/killed/checkpoints"/ckpt-*.pt 2>/dev/null || true; } | sort | tail -n 1; }
     while (( kills < 12 && runs < 40 )); do
       runs=$((runs + 1))
+      before="$(newest)"
       "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/run$runs.log" 2>&1 &
       pid=$!
+      # Every run first completes one new checkpoint (up to 20 s): on a slow or sanitized build the
+      # process may need more than the random delay to start, and kills that always land before
+      # the first checkpoint would leave nothing to resume from.
+      for _ in $(seq 1 4000); do
+        [[ "$(newest)" != "$before" ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.005
+      done
       if (( runs % 2 == 0 )); then
         # Every other kill waits until a checkpoint file is being written.
         sleep 0.4
