@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <fstream>
 #include <string>
 
@@ -28,28 +29,19 @@ namespace {
 
 namespace mdiff = manifold_diffusion;
 
-// from_json, then: to_json parses again to the same text.
+// from_json, then: to_json parses again to the same text. Options structs whose required
+// arguments have no default start from a placeholder.
+// Returns the parsed options (or nothing when refused).
 template <typename Options>
-void round_trip(const char* what, const std::string& text) {
-  Options o;
-  if (!mdiff_fuzz::accepts(what, [&] { o = Options::from_json(text); })) return;
-  const std::string once = o.to_json();
-  std::string twice;
-  mdiff_fuzz::require(mdiff_fuzz::accepts(what, [&] { twice = Options::from_json(once).to_json(); }),
-                      "from_json accepts what to_json wrote");
-  mdiff_fuzz::require(once == twice, "from_json(to_json(o)).to_json() == o.to_json()");
-}
-
-// Options structs whose required arguments have no default are parsed into a placeholder.
-template <typename Options>
-void round_trip_required(const char* what, const std::string& text, Options placeholder) {
+std::optional<Options> round_trip(const char* what, const std::string& text, Options placeholder = Options()) {
   Options o = placeholder;
-  if (!mdiff_fuzz::accepts(what, [&] { o = Options::from_json(text); })) return;
+  if (!mdiff_fuzz::accepts(what, [&] { o = Options::from_json(text); })) return std::nullopt;
   const std::string once = o.to_json();
   std::string twice;
   mdiff_fuzz::require(mdiff_fuzz::accepts(what, [&] { twice = Options::from_json(once).to_json(); }),
                       "from_json accepts what to_json wrote");
   mdiff_fuzz::require(once == twice, "from_json(to_json(o)).to_json() == o.to_json()");
+  return o;
 }
 
 }  // namespace
@@ -81,10 +73,8 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
 
-  mdiff::ScheduleOptions schedule;
-  if (mdiff_fuzz::accepts("ScheduleOptions::from_json", [&] { schedule = mdiff::ScheduleOptions::from_json(text); })) {
-    round_trip<mdiff::ScheduleOptions>("ScheduleOptions::from_json", text);
-    mdiff_fuzz::accepts("NoiseSchedule(options)", [&] { mdiff::NoiseSchedule s(schedule); });
+  if (const auto schedule = round_trip<mdiff::ScheduleOptions>("ScheduleOptions::from_json", text)) {
+    mdiff_fuzz::accepts("NoiseSchedule(options)", [&] { mdiff::NoiseSchedule s(*schedule); });
   }
   round_trip<mdiff::DDPMOptions>("DDPMOptions::from_json", text);
   round_trip<mdiff::DDIMOptions>("DDIMOptions::from_json", text);
@@ -93,9 +83,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   round_trip<mdiff::PCOptions>("PCOptions::from_json", text);
   round_trip<mdiff::UniPCOptions>("UniPCOptions::from_json", text);
   round_trip<mdiff::DenoiserOptions>("DenoiserOptions::from_json", text);
-  round_trip_required("UNetOptions::from_json", text, mdiff::UNetOptions(1, 1));
-  round_trip_required("MLPDenoiserOptions::from_json", text, mdiff::MLPDenoiserOptions(1));
-  round_trip_required("AutoencoderOptions::from_json", text, mdiff::AutoencoderOptions(mdiff::AutoencoderKind::MLP, 1, 1));
+  round_trip("UNetOptions::from_json", text, mdiff::UNetOptions(1, 1));
+  round_trip("MLPDenoiserOptions::from_json", text, mdiff::MLPDenoiserOptions(1));
+  round_trip("AutoencoderOptions::from_json", text, mdiff::AutoencoderOptions(mdiff::AutoencoderKind::MLP, 1, 1));
 
   const int64_t steps = 1 + static_cast<int64_t>(size % 50);
   mdiff_fuzz::accepts("from_diffusers_scheduler_config",
