@@ -1,12 +1,12 @@
 // mdiff-classifier: trains the Fashion-MNIST classifier whose penultimate features give the
 // feature-FD (mdiff::metrics::feature_fd), and reports its test accuracy.
 //
-// Writes DIR/classifier.pt (options and weights, for load_classifier / load_or_train_fashion_classifier)
+// Writes DIR/classifier.safetensors (options and weights, for load_classifier / load_or_train_fashion_classifier)
 // and DIR/metrics.json (test_accuracy, train_seconds, epochs, threads, reference feature-FD values).
 // With --evaluate FILE it loads those weights instead of training and writes only metrics.json.
 //
 //   mdiff-classifier --out out/classifier --epochs 2 --threads 2
-//   mdiff-classifier --out out/eval --evaluate out/classifier/classifier.pt
+//   mdiff-classifier --out out/eval --evaluate out/classifier/classifier.safetensors
 
 #include <manifold_diffusion/manifold_diffusion.h>
 
@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
                              });
     const auto report = mdiff::metrics::train_classifier(net, train, test, options);
 
-    const std::string weights = out_dir + "/classifier.pt";
+    const std::string weights = out_dir + "/classifier.safetensors";
     mdiff::metrics::save_classifier(net, weights);
     const std::string json = fmt::format(
         R"({{"test_accuracy": {:.4f}, "train_seconds": {:.2f}, "epochs": {}, "threads": {}, "device": "{}", )"
@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
     fmt::print("test accuracy {:.2f}% after {} epochs in {:.1f} s ({} threads, {})\n", 100 * report.test_accuracy,
                report.epochs, report.train_seconds, threads, device.str());
     fmt::print("{}\n", json);
-    fmt::print("outputs: {0}/classifier.pt, {0}/metrics.json\n", std::filesystem::absolute(out_dir).string());
+    fmt::print("outputs: {0}/classifier.safetensors, {0}/metrics.json\n", std::filesystem::absolute(out_dir).string());
   } catch (const std::exception& e) {
     fmt::print(stderr, "mdiff-classifier: error: {}\n", e.what());
     return 1;

@@ -68,12 +68,12 @@ inline std::shared_ptr<mdiff::Communicator> join_job(c10::Device& device) {
 }
 
 /// Where the Fashion-MNIST feature classifier is cached: $XDG_CACHE_HOME or ~/.cache, then
-/// manifold_diffusion/fashion_classifier.pt.
+/// manifold_diffusion/fashion_classifier.safetensors.
 inline std::string default_classifier_path() {
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   const char* home = std::getenv("HOME");
   const std::string base = xdg && *xdg ? xdg : (home && *home ? std::string(home) + "/.cache" : ".");
-  return base + "/manifold_diffusion/fashion_classifier.pt";
+  return base + "/manifold_diffusion/fashion_classifier.safetensors";
 }
 
 /// Writes `DIR/metrics.json` atomically and prints it.

@@ -4,6 +4,7 @@
 
 #include "common.h"
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -108,13 +109,22 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   LoadedImageModel m;
   m.config = ImageModelConfig::load(config_path);
   m.unet = mdiff::UNet(m.config.unet);
-  if (checkpoint.size() > 12 && checkpoint.compare(checkpoint.size() - 12, 12, ".safetensors") == 0) {
-    // Weights alone (mdiff-train's weights.safetensors / weights-ema.safetensors): as they are.
-    const auto meta = mdiff::io::load_module_safetensors(checkpoint, *m.unet);
-    const auto it = meta.find("step");
-    m.step = it == meta.end() ? -1 : std::stoll(it->second);
-  } else {
+  // A Trainer checkpoint (its metadata names the kind; the EMA or trained weights are taken), or
+  // weights alone (mdiff-train's weights.safetensors / weights-ema.safetensors): as they are.
+  const mdiff::io::Safetensors file = mdiff::io::load_safetensors(checkpoint);
+  const auto kind = file.metadata.find("mdiff.kind");
+  if (kind != file.metadata.end() && kind->second == mdiff::kTrainerCheckpointKind) {
     m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
+  } else {
+    mdiff::load_module_state(*m.unet, file.tensors, "'" + checkpoint + "'");
+    const auto it = file.metadata.find("step");
+    m.step = -1;
+    if (it != file.metadata.end()) {
+      long long step = 0;
+      MD_CHECK_VALUE(std::sscanf(it->second.c_str(), "%lld", &step) == 1, "'", checkpoint,
+                     "': metadata 'step' is not an integer: '", it->second, "'");
+      m.step = step;
+    }
   }
   m.unet->to(device);
   m.unet->eval();

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
   app.add_option("--mpgd-variant", mpgd_variant, "plain, ae (gradient through the autoencoder) or z (step in its latent)")
       ->capture_default_str()
       ->check(CLI::IsMember({"plain", "ae", "z"}));
-  app.add_option("--autoencoder", autoencoder_path, "autoencoder file (mdiff-train's autoencoder.pt) for --mpgd-variant ae|z and ae_projection");
+  app.add_option("--autoencoder", autoencoder_path, "autoencoder file (mdiff-train's autoencoder.safetensors) for --mpgd-variant ae|z and ae_projection");
   app.add_option("--reference-images", reference_images, "training images in the 'manifold' constraint's reference set")
       ->capture_default_str()
       ->check(CLI::Range(16, 60000));

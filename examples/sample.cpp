@@ -3,7 +3,7 @@
 //
 //   mdiff-sample --run out/fmnist --prompt "ankle boot" --num-samples 16 --out out/boots
 //   mdiff-sample --run out/fmnist --sampler ddim --sample-steps 50 --eta 1 --guidance 3 --out out/ddim
-//   mdiff-sample --config out/fmnist/config.json --checkpoint out/fmnist/checkpoints/ckpt-00004000.pt --out out/s
+//   mdiff-sample --config out/fmnist/config.json --checkpoint out/fmnist/checkpoints/ckpt-00004000.safetensors --out out/s
 //   mdiff-sample --diffusers ddpm-pipeline --num-samples 16 --out out/d     # a diffusers DDPMPipeline folder
 //   mdiff-sample --run out/fmnist --export-diffusers out/fmnist-diffusers   # for diffusers' DDPMPipeline
 //
@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> sample_constraints;
   std::string autoencoder_path;
   int64_t reference_images = 10000;
-  app.add_option("--autoencoder", autoencoder_path, "autoencoder file for ae_projection (mdiff-train's autoencoder.pt)");
+  app.add_option("--autoencoder", autoencoder_path, "autoencoder file for ae_projection (mdiff-train's autoencoder.safetensors)");
   app.add_option("--reference-images", reference_images, "training images in the 'manifold' constraint's local-PCA reference set")
       ->capture_default_str()
       ->check(CLI::Range(16, 60000));

@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
     MD_CHECK_VALUE(!(wants_ae_sampling && f.latent_dim > 0),
                    "--sample-constraint ae_projection and --latent-dim cannot be combined");
     if (wants_ae_term || wants_ae_sampling || f.latent_dim > 0) {
-      const std::string ae_path = out + "/autoencoder.pt";
+      const std::string ae_path = out + "/autoencoder.safetensors";
       if (f.resume && std::filesystem::exists(ae_path)) {
         ae = mdiff::load_autoencoder(ae_path);
       } else {

@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
         ctx.manifold = mdiff::ReferenceManifold::make(ref, mdiff::ReferenceOptions().k(12).dim(8));
       }
       if (wants_ae_term) {
-        const std::string ae_path = out + "/autoencoder.pt";
+        const std::string ae_path = out + "/autoencoder.safetensors";
         if (resume && std::filesystem::exists(ae_path)) {
           ctx.autoencoder = mdiff::load_autoencoder(ae_path);
         } else {

@@ -1,9 +1,10 @@
 // libFuzzer target: training checkpoints (Trainer::load_checkpoint_bytes) of a small MLP trainer.
 //
-// A checkpoint is a LibTorch archive (a zip of pickled tensors). The archive's own parser is
-// LibTorch's and is not instrumented; this target checks that whatever that parser accepts or
-// rejects, the trainer either restores a consistent state or fails with a c10::Error, and that a
-// failed load leaves the trainer usable.
+// A checkpoint is a StateFile (safetensors with sections of named tensors): every byte is parsed by
+// this library's own, instrumented code. The contract: the trainer restores a consistent state
+// (finite weights) or fails with a c10::Error, and a failed load leaves it usable. LibTorch
+// archives (the 0.1 format) are refused before any parser sees them: LibTorch's TorchScript parser
+// crashed (SEGV in ScriptTypeParser::parseClassConstant) on a damaged archive in this target.
 //
 // Set MD_FUZZ_WRITE_SEED=path to write a valid checkpoint of this trainer (the seed corpus entry).
 #include "fuzz_util.h"
@@ -49,7 +50,7 @@ struct Fixture {
                                                mdiff::NoiseSchedule::linear(20), mdiff::DenoiserOptions(),
                                                std::move(src));
     trainer->train_step();
-    const std::string path = "/tmp/mdiff-fuzz-checkpoint-" + std::to_string(::getpid()) + ".pt";
+    const std::string path = "/tmp/mdiff-fuzz-checkpoint-" + std::to_string(::getpid()) + ".safetensors";
     trainer->save_checkpoint(path);
     std::ifstream in(path, std::ios::binary);
     good.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

@@ -49,11 +49,12 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp}"
 
 if ((regenerate)); then
-  rm -rf fuzz/corpus
+  # The regress-* seeds are past findings: they stay.
+  [[ -d fuzz/corpus ]] && find fuzz/corpus -type f ! -name 'regress-*' -delete
   python3 fuzz/make_corpus.py
   mkdir -p fuzz/corpus/fuzz_checkpoint
   MD_FUZZ_WRITE_SEED=fuzz/corpus/fuzz_json_config "$bin/fuzz_json_config" -runs=0 >/dev/null 2>&1
-  MD_FUZZ_WRITE_SEED=fuzz/corpus/fuzz_checkpoint/small_mlp.pt "$bin/fuzz_checkpoint" -runs=0 >/dev/null 2>&1
+  MD_FUZZ_WRITE_SEED=fuzz/corpus/fuzz_checkpoint/small_mlp.safetensors "$bin/fuzz_checkpoint" -runs=0 >/dev/null 2>&1
   echo "fuzz.sh: corpus regenerated: $(find fuzz/corpus -type f | wc -l) files, $(du -sb fuzz/corpus | cut -f1) bytes"
 fi
 

@@ -39,9 +39,11 @@ struct DtypeEntry {
 };
 
 constexpr DtypeEntry kDtypes[] = {
-    {"F32", at::kFloat, 4}, {"F16", at::kHalf, 2}, {"BF16", at::kBFloat16, 2}, {"F64", at::kDouble, 8}, {"I64", at::kLong, 8},
+    {"F32", at::kFloat, 4},  {"F16", at::kHalf, 2}, {"BF16", at::kBFloat16, 2}, {"F64", at::kDouble, 8},
+    {"I64", at::kLong, 8},   {"I32", at::kInt, 4},  {"I16", at::kShort, 2},     {"I8", at::kChar, 1},
+    {"U8", at::kByte, 1},    {"BOOL", at::kBool, 1},
 };
-constexpr const char* kDtypeList = "F32, F16, BF16, F64, I64";
+constexpr const char* kDtypeList = "F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL";
 
 const DtypeEntry* dtype_by_name(const std::string& name) {
   for (const auto& d : kDtypes) {
@@ -202,6 +204,15 @@ Safetensors materialise(Header&& h, const std::function<void(uint64_t, void*, ui
   for (Entry& e : h.entries) {
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
     if (e.end > e.begin) read(e.begin, t.data_ptr(), e.end - e.begin);
+    if (e.dtype->type == at::kBool && e.end > e.begin) {
+      // A bool byte other than 0 or 1 is undefined behaviour in every kernel that reads it.
+      const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
+      const uint64_t n = e.end - e.begin;
+      for (uint64_t i = 0; i < n; ++i) {
+        MD_CHECK_VALUE(bytes[i] <= 1, "safetensors: BOOL tensor '", e.name, "' holds byte ", static_cast<int>(bytes[i]),
+                       " at element ", i, " (only 0 and 1 are booleans)");
+      }
+    }
     out.tensors.emplace_back(std::move(e.name), std::move(t));
   }
   return out;
@@ -279,7 +290,7 @@ std::vector<uint8_t> encode_safetensors(const TensorList& tensors, const std::ma
     check_defined(tensor, name.c_str());
     const DtypeEntry* dt = dtype_by_type(tensor.scalar_type());
     MD_CHECK_TYPE(dt != nullptr, who, ": tensor '", name, "': dtype ", tensor.scalar_type(),
-                  " is not supported (supported: float32, float16, bfloat16, float64, int64)");
+                  " is not supported (supported: float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8, bool)");
     MD_CHECK_VALUE(!tensor.is_sparse() && !tensor.is_quantized(), who, ": tensor '", name, "' must be dense");
     at::Tensor t = tensor.detach().to(at::kCPU).contiguous();
     const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dt->size;

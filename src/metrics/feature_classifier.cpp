@@ -11,11 +11,13 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/pooling.h>
 #include <torch/optim/adamw.h>
-#include <torch/serialize/archive.h>
 #include <torch/utils.h>
+
+#include <fmt/format.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <system_error>
 #include <unistd.h>
@@ -25,8 +27,8 @@ namespace metrics {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr const char* kOptionsKey = "mdiff_image_classifier_options";
-constexpr const char* kDropoutKey = "mdiff_image_classifier_dropout";
+constexpr const char* kClassifierKind = "image-classifier";
+constexpr int64_t kClassifierFormat = 2;  // 1: the LibTorch archive of manifold_diffusion 0.1
 
 // Puts `module` in eval mode for the lifetime of the guard, then restores its previous mode.
 class EvalGuard {
@@ -216,57 +218,48 @@ ClassifierReport train_classifier(ImageClassifier& model, const data::LabeledIma
 void save_classifier(const ImageClassifier& model, const std::string& path) {
   MD_CHECK_VALUE(!model.is_empty(), "save_classifier: the model is empty");
   const ImageClassifierOptions& o = model->options();
-  torch::serialize::OutputArchive archive;
-  archive.write(kOptionsKey, at::tensor(std::vector<int64_t>{o.in_channels(), o.image_size(), o.num_classes(),
-                                                             o.width(), o.feature_dim()},
-                                        at::kLong));
-  archive.write(kDropoutKey, at::tensor(std::vector<double>{o.dropout()}, at::kDouble));
-  // Module::save writes the tensors as they are; keep the file device-neutral.
-  ImageClassifier cpu_copy = std::dynamic_pointer_cast<ImageClassifierImpl>(model->clone(c10::Device(c10::kCPU)));
-  cpu_copy->save(archive);
-  save_archive_atomically(archive, path);
+  StateFile f(kClassifierKind, kClassifierFormat);
+  f.metadata["in_channels"] = std::to_string(o.in_channels());
+  f.metadata["image_size"] = std::to_string(o.image_size());
+  f.metadata["num_classes"] = std::to_string(o.num_classes());
+  f.metadata["width"] = std::to_string(o.width());
+  f.metadata["feature_dim"] = std::to_string(o.feature_dim());
+  f.metadata["dropout"] = fmt::format("{}", o.dropout());  // shortest text that reads back exactly
+  f.add_section("model", module_state(*model));
+  f.save(path);
 }
 
 ImageClassifier load_classifier(const std::string& path, c10::Device device) {
   MD_CHECK(std::filesystem::is_regular_file(path), "load_classifier: no classifier file at '", path, "'");
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(path);
-    at::Tensor o;
-    at::Tensor dropout;
-    archive.read(kOptionsKey, o);
-    archive.read(kDropoutKey, dropout);
-    MD_CHECK(o.scalar_type() == at::kLong && o.dim() == 1 && o.size(0) == 5 && dropout.numel() == 1,
-             "malformed options record");
-    const auto opts = ImageClassifierOptions()
-                          .in_channels(o[0].item<int64_t>())
-                          .image_size(o[1].item<int64_t>())
-                          .num_classes(o[2].item<int64_t>())
-                          .width(o[3].item<int64_t>())
-                          .feature_dim(o[4].item<int64_t>())
-                          .dropout(dropout.item<double>());
-    ImageClassifier model(opts);
-    // Module::load adopts the stored tensors whatever their shapes; compare with a fresh model.
-    std::vector<std::vector<int64_t>> shapes;
-    for (const auto& t : model->parameters()) shapes.push_back(t.sizes().vec());
-    for (const auto& t : model->buffers()) shapes.push_back(t.sizes().vec());
-    model->load(archive);
-    size_t k = 0;
-    for (const auto& t : model->parameters()) {
-      MD_CHECK(t.sizes().vec() == shapes[k++], "a parameter has shape ", t.sizes(), " that the options do not give");
-    }
-    for (const auto& t : model->buffers()) {
-      MD_CHECK(t.sizes().vec() == shapes[k++], "a buffer has shape ", t.sizes(), " that the options do not give");
-    }
-    model->to(device);
-    model->eval();
-    return model;
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, "load_classifier: '", path, "' is not a readable classifier file: ", e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    MD_CHECK(false, "load_classifier: '", path, "' is not a readable classifier file: ", e.what());
+  const std::string what = "load_classifier: '" + path + "' is not a readable classifier file";
+  const StateFile f = StateFile::load(path, kClassifierKind, kClassifierFormat, what);
+  double dropout = 0;
+  {
+    const auto it = f.metadata.find("dropout");
+    MD_CHECK(it != f.metadata.end(), what, ": no 'dropout' metadata");
+    char* end = nullptr;
+    dropout = std::strtod(it->second.c_str(), &end);
+    MD_CHECK(!it->second.empty() && end == it->second.c_str() + it->second.size(), what, ": 'dropout' is not a number: '",
+             it->second, "'");
   }
-  return nullptr;
+  ImageClassifierOptions opts;
+  try {
+    opts = ImageClassifierOptions()
+               .in_channels(f.metadata_int("in_channels"))
+               .image_size(f.metadata_int("image_size"))
+               .num_classes(f.metadata_int("num_classes"))
+               .width(f.metadata_int("width"))
+               .feature_dim(f.metadata_int("feature_dim"))
+               .dropout(dropout);
+    opts.validate();
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, what, ": ", e.what_without_backtrace());
+  }
+  ImageClassifier model(opts);
+  load_module_state(*model, f.section("model"), what);
+  model->to(device);
+  model->eval();
+  return model;
 }
 
 ImageClassifier load_or_train_fashion_classifier(const std::string& cache_file,

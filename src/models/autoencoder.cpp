@@ -11,8 +11,6 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/adamw.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
 
 #include <fmt/format.h>
 
@@ -20,6 +18,11 @@
 #include <filesystem>
 
 namespace manifold_diffusion {
+
+namespace {
+constexpr const char* kAutoencoderKind = "autoencoder";
+constexpr int64_t kAutoencoderFormat = 2;  // 1: the LibTorch archive of manifold_diffusion 0.1
+}  // namespace
 
 // ---- Options ----------------------------------------------------------------------------------
 
@@ -210,25 +213,24 @@ std::vector<double> train_autoencoder(Autoencoder& ae, const at::Tensor& data, c
 
 void save_autoencoder(const std::string& path, const Autoencoder& ae) {
   MD_CHECK_VALUE(ae, "save_autoencoder: the autoencoder is null");
-  torch::serialize::OutputArchive ar;
-  ar.write("autoencoder_options", c10::IValue(ae->options().to_json()));
-  write_named_tensors(ar, "model", module_state(*ae));
-  save_archive_atomically(ar, path);
+  StateFile f(kAutoencoderKind, kAutoencoderFormat);
+  f.metadata["options"] = ae->options().to_json();
+  f.add_section("model", module_state(*ae));
+  f.save(path);
 }
 
 Autoencoder load_autoencoder(const std::string& path) {
-  std::error_code ec;
-  MD_CHECK_VALUE(std::filesystem::is_regular_file(path, ec), "load_autoencoder: '", path, "' does not exist");
+  const std::string what = "load_autoencoder: '" + path + "'";
+  const StateFile f = StateFile::load(path, kAutoencoderKind, kAutoencoderFormat, what);
+  const auto opts = f.metadata.find("options");
+  MD_CHECK(opts != f.metadata.end(), what, " has no 'options' metadata");
   Autoencoder ae{nullptr};
-  guard_archive_read("load_autoencoder: cannot read '" + path + "'", [&] {
-    torch::serialize::InputArchive ar;
-    ar.load_from(path, c10::Device(c10::kCPU));
-    c10::IValue opts;
-    MD_CHECK(ar.try_read("autoencoder_options", opts) && opts.isString(), "load_autoencoder: '", path,
-             "' is not an autoencoder file (no options)");
-    ae = Autoencoder(AutoencoderOptions::from_json(opts.toStringRef()));
-    load_module_state(*ae, read_named_tensors(ar, "model"), "autoencoder '" + path + "'");
-  });
+  try {
+    ae = Autoencoder(AutoencoderOptions::from_json(opts->second));
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, what, ": bad options: ", e.what_without_backtrace());
+  }
+  load_module_state(*ae, f.section("model"), what);
   ae->eval();
   return ae;
 }

@@ -1,5 +1,6 @@
 #include <manifold_diffusion/core/check.h>
 #include <manifold_diffusion/core/file.h>
+#include <manifold_diffusion/core/version.h>
 #include <manifold_diffusion/training/checkpoint.h>
 
 #include <torch/nn/module.h>
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -24,10 +26,153 @@ namespace manifold_diffusion {
 
 namespace fs = std::filesystem;
 
+// ---------------------------------------------------------------------------------------------
+// StateFile
+
+namespace {
+
+constexpr const char* kKindKey = "mdiff.kind";
+constexpr const char* kFormatKey = "mdiff.format";
+constexpr const char* kVersionKey = "mdiff.library_version";
+
+bool parse_int64(const std::string& text, int64_t& out) {
+  const char* end = text.data() + text.size();
+  const auto r = std::from_chars(text.data(), end, out);
+  return !text.empty() && r.ec == std::errc() && r.ptr == end;
+}
+
+// A zip file's local header: LibTorch's archives (torch::save, OutputArchive).
+bool is_zip(const uint8_t* data, size_t size) {
+  return size >= 4 && data[0] == 'P' && data[1] == 'K' && data[2] == 3 && data[3] == 4;
+}
+
+void refuse_archive(const std::string& what, const std::string& kind, int64_t format) {
+  MD_CHECK(false, what, " is a LibTorch archive, the file format of manifold_diffusion 0.1; this version reads ",
+           kind, " files as safetensors (format ", format,
+           ") and does not parse archives (a damaged one can crash LibTorch's parser); write it again with this version");
+}
+
+StateFile checked(io::Safetensors&& st, const std::string& kind, int64_t format, const std::string& what) {
+  const auto k = st.metadata.find(kKindKey);
+  MD_CHECK(k != st.metadata.end(), what, " is a safetensors file but not a manifold_diffusion ", kind,
+           " file (no '", kKindKey, "' metadata)");
+  MD_CHECK(k->second == kind, what, " is a manifold_diffusion '", k->second, "' file, not a '", kind, "' file");
+  const auto f = st.metadata.find(kFormatKey);
+  int64_t got = 0;
+  MD_CHECK(f != st.metadata.end() && parse_int64(f->second, got), what, ": missing or malformed '", kFormatKey,
+           "' metadata");
+  MD_CHECK(got == format, what, ": ", kind, " format ", got, " is not supported (this version reads format ", format,
+           ")");
+  StateFile out(kind, format);
+  out.metadata = std::move(st.metadata);
+  out.tensors = std::move(st.tensors);
+  for (const auto& [name, t] : out.tensors) {
+    const auto slash = name.find('/');
+    MD_CHECK(slash != std::string::npos && slash > 0 && slash + 1 < name.size(), what, ": tensor '", name,
+             "' is not of the form <section>/<name>");
+  }
+  return out;
+}
+
+}  // namespace
+
+StateFile::StateFile(std::string kind_, int64_t format_) : kind(std::move(kind_)), format(format_) {
+  MD_CHECK_VALUE(!kind.empty(), "StateFile: kind must not be empty");
+  MD_CHECK_VALUE(format >= 1, "StateFile: format must be >= 1, got ", format);
+  what_ = kind + " file";
+}
+
+void StateFile::add_section(const std::string& section, const NamedTensors& list) {
+  MD_CHECK_VALUE(!section.empty() && section.find('/') == std::string::npos,
+                 "StateFile::add_section: a section name must be non-empty and without '/', got '", section, "'");
+  MD_CHECK_VALUE(!has_section(section), "StateFile::add_section: section '", section, "' is already there");
+  for (const auto& [name, t] : list) {
+    MD_CHECK_VALUE(!name.empty(), "StateFile::add_section: section '", section, "' has an empty tensor name");
+    tensors.emplace_back(section + "/" + name, t);
+  }
+}
+
+NamedTensors StateFile::section(const std::string& section) const {
+  const std::string prefix = section + "/";
+  NamedTensors out;
+  for (const auto& [name, t] : tensors) {
+    if (name.compare(0, prefix.size(), prefix) == 0) out.emplace_back(name.substr(prefix.size()), t);
+  }
+  return out;
+}
+
+bool StateFile::has_section(const std::string& section) const {
+  const std::string prefix = section + "/";
+  return std::any_of(tensors.begin(), tensors.end(),
+                     [&](const auto& p) { return p.first.compare(0, prefix.size(), prefix) == 0; });
+}
+
+int64_t StateFile::metadata_int(const std::string& key) const {
+  const auto it = metadata.find(key);
+  MD_CHECK(it != metadata.end(), what_, ": no '", key, "' metadata");
+  int64_t v = 0;
+  MD_CHECK(parse_int64(it->second, v), what_, ": metadata '", key, "' is not an integer: '", it->second, "'");
+  return v;
+}
+
+std::vector<uint8_t> StateFile::encode() const {
+  MD_CHECK_VALUE(!kind.empty() && format >= 1, "StateFile::encode: no kind or format set");
+  std::map<std::string, std::string> meta = metadata;
+  meta["format"] = "pt";  // what Python's safetensors.torch expects
+  meta[kKindKey] = kind;
+  meta[kFormatKey] = std::to_string(format);
+  meta[kVersionKey] = version_string();
+  return io::encode_safetensors(tensors, meta);
+}
+
+void StateFile::save(const std::string& path) const {
+  const std::vector<uint8_t> bytes = encode();
+  write_file_atomically(path, bytes.data(), bytes.size());
+}
+
+StateFile StateFile::decode(const uint8_t* data, size_t size, const std::string& kind, int64_t format,
+                            const std::string& what) {
+  MD_CHECK_VALUE(data != nullptr || size == 0, what, ": data is null");
+  if (is_zip(data, size)) refuse_archive(what, kind, format);
+  io::Safetensors st;
+  try {
+    st = io::decode_safetensors(data, size);
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, what, ": ", e.what_without_backtrace());
+  }
+  StateFile out = checked(std::move(st), kind, format, what);
+  out.what_ = what;
+  return out;
+}
+
+StateFile StateFile::load(const std::string& path, const std::string& kind, int64_t format, const std::string& what) {
+  std::error_code ec;
+  MD_CHECK(fs::is_regular_file(path, ec), what, " does not exist or is not a file");
+  {
+    std::ifstream in(path, std::ios::binary);
+    MD_CHECK(in.good(), what, ": cannot open: ", std::strerror(errno));
+    uint8_t magic[4] = {0, 0, 0, 0};
+    in.read(reinterpret_cast<char*>(magic), 4);
+    if (is_zip(magic, static_cast<size_t>(in.gcount()))) refuse_archive(what, kind, format);
+  }
+  io::Safetensors st;
+  try {
+    st = io::load_safetensors(path);
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, what, ": ", e.what_without_backtrace());
+  }
+  StateFile out = checked(std::move(st), kind, format, what);
+  out.what_ = what;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint files
+
 std::string checkpoint_path(const std::string& dir, int64_t step) {
   MD_CHECK_VALUE(step >= 0, "checkpoint step must be >= 0, got ", step);
   char name[64];
-  std::snprintf(name, sizeof(name), "ckpt-%08lld.pt", static_cast<long long>(step));
+  std::snprintf(name, sizeof(name), "ckpt-%08lld.safetensors", static_cast<long long>(step));
   return (fs::path(dir) / name).string();
 }
 
@@ -35,7 +180,7 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
   std::vector<CheckpointFile> out;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
-  static const std::regex pattern(R"(ckpt-(\d{1,18})\.pt)");
+  static const std::regex pattern(R"(ckpt-(\d{1,18})\.(safetensors|pt))");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     std::smatch m;
@@ -43,7 +188,11 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
       out.push_back({entry.path().string(), std::stoll(m[1].str())});
     }
   }
-  std::sort(out.begin(), out.end(), [](const CheckpointFile& a, const CheckpointFile& b) { return a.step < b.step; });
+  // For one step, a 0.1 file (.pt) sorts before the current one, so the newest readable file is last.
+  auto legacy = [](const CheckpointFile& c) { return c.path.size() >= 3 && c.path.compare(c.path.size() - 3, 3, ".pt") == 0; };
+  std::sort(out.begin(), out.end(), [&](const CheckpointFile& a, const CheckpointFile& b) {
+    return a.step != b.step ? a.step < b.step : legacy(a) > legacy(b);
+  });
   return out;
 }
 
@@ -55,8 +204,9 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
   // Temporary files left by a killed writer of another process.
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("ckpt-", 0) == 0 && name.find(".pt.tmp.") != std::string::npos) {
-      const std::string pid = name.substr(name.find(".pt.tmp.") + 8);
+    const auto tmp = name.find(".tmp.");
+    if (name.rfind("ckpt-", 0) == 0 && tmp != std::string::npos) {
+      const std::string pid = name.substr(tmp + 5);
       const std::string own = std::to_string(::getpid()) + ".";
       if (pid.rfind(own, 0) != 0) fs::remove(entry.path(), ec);
     }
@@ -141,31 +291,22 @@ void guard_archive_read(const std::string& what, const std::function<void()>& fn
 }
 
 int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema) {
-  std::error_code ec;
-  MD_CHECK(fs::is_regular_file(checkpoint, ec), "load_weights: checkpoint '", checkpoint, "' does not exist");
-  const std::string what = "checkpoint '" + checkpoint + "'";
-  int64_t step_value = 0;
-  guard_archive_read("load_weights: " + what, [&] {
-    torch::serialize::InputArchive ar;
-    ar.load_from(checkpoint, c10::Device(c10::kCPU));
-    c10::IValue step;
-    MD_CHECK(ar.try_read("step", step) && step.isInt(), "load_weights: '", checkpoint, "' has no step entry");
-    step_value = step.toInt();
-    if (!ema) {
-      load_module_state(module, read_named_tensors(ar, "model"), what);
-      return;
-    }
-    torch::serialize::InputArchive probe;
-    MD_CHECK(ar.try_read("ema", probe), "load_weights: '", checkpoint,
-             "' holds no EMA weights (trained with ema_decay 0); load the trained weights instead");
-    NamedTensors renamed;
-    for (auto& [name, t] : read_named_tensors(ar, "ema")) {
-      if (name.rfind("param.", 0) == 0) renamed.emplace_back(name.substr(6), t);
-      else if (name.rfind("buffer.", 0) == 0) renamed.emplace_back("buffer:" + name.substr(7), t);
-    }
-    load_module_state(module, renamed, what + " (EMA weights)");
-  });
-  return step_value;
+  const std::string what = "load_weights: checkpoint '" + checkpoint + "'";
+  const StateFile f = StateFile::load(checkpoint, kTrainerCheckpointKind, kTrainerCheckpointFormat, what);
+  const int64_t step = f.metadata_int("step");
+  if (!ema) {
+    load_module_state(module, f.section("model"), what);
+    return step;
+  }
+  MD_CHECK(f.has_section("ema"), what,
+           " holds no EMA weights (trained with ema_decay 0); load the trained weights instead");
+  NamedTensors renamed;
+  for (auto& [name, t] : f.section("ema")) {
+    if (name.rfind("param.", 0) == 0) renamed.emplace_back(name.substr(6), t);
+    else if (name.rfind("buffer.", 0) == 0) renamed.emplace_back("buffer:" + name.substr(7), t);
+  }
+  load_module_state(module, renamed, what + " (EMA weights)");
+  return step;
 }
 
 }  // namespace manifold_diffusion

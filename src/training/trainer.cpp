@@ -10,16 +10,16 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
 #include <torch/version.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
@@ -201,7 +201,95 @@ std::vector<at::Generator> default_generators() {
   return gens;
 }
 
-constexpr int64_t kCheckpointFormat = 1;
+// The optimizer's per-parameter state slot (keyed by the parameter's TensorImpl; LibTorch 2 keys by
+// the pointer, 1.x by its string form).
+std::unique_ptr<torch::optim::OptimizerParamState>* find_param_state(torch::optim::AdamW& opt, const at::Tensor& p) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto it = opt.state().find(p.unsafeGetTensorImpl());
+#else
+  auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+#endif
+  return it == opt.state().end() ? nullptr : &it->second;
+}
+
+void set_param_state(torch::optim::AdamW& opt, const at::Tensor& p, std::unique_ptr<torch::optim::AdamWParamState> s) {
+#if TORCH_VERSION_MAJOR >= 2
+  opt.state()[p.unsafeGetTensorImpl()] = std::move(s);
+#else
+  opt.state()[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(s);
+#endif
+}
+
+// AdamW's state as named tensors: "<i>.step", "<i>.exp_avg", "<i>.exp_avg_sq" (and
+// "<i>.max_exp_avg_sq" with amsgrad) for the i-th parameter that has state.
+NamedTensors optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor>& params) {
+  NamedTensors out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto* slot = find_param_state(opt, params[i]);
+    if (slot == nullptr || !*slot) continue;
+    const auto& st = static_cast<const torch::optim::AdamWParamState&>(**slot);
+    const std::string k = std::to_string(i) + ".";
+    out.emplace_back(k + "step", at::scalar_tensor(st.step(), at::kLong));
+    out.emplace_back(k + "exp_avg", st.exp_avg().detach().cpu());
+    out.emplace_back(k + "exp_avg_sq", st.exp_avg_sq().detach().cpu());
+    if (st.max_exp_avg_sq().defined()) out.emplace_back(k + "max_exp_avg_sq", st.max_exp_avg_sq().detach().cpu());
+  }
+  return out;
+}
+
+// The inverse of optimizer_state(), checked completely before `opt` is touched.
+void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor>& params, const NamedTensors& state,
+                          const std::string& what) {
+  struct Slot {
+    at::Tensor step, exp_avg, exp_avg_sq, max_exp_avg_sq;
+  };
+  std::map<size_t, Slot> slots;
+  for (const auto& [name, t] : state) {
+    const auto dot = name.find('.');
+    size_t i = 0;
+    const char* end = name.data() + (dot == std::string::npos ? 0 : dot);
+    const auto r = std::from_chars(name.data(), end, i);
+    MD_CHECK(dot != std::string::npos && dot > 0 && r.ec == std::errc() && r.ptr == end, what,
+             ": optimizer entry '", name, "' is not of the form <index>.<field>");
+    MD_CHECK(i < params.size(), what, ": optimizer entry '", name, "' is for parameter ", i, " but the model has ",
+             params.size(), " parameters");
+    const std::string field = name.substr(dot + 1);
+    Slot& s = slots[i];
+    at::Tensor* dst = field == "step" ? &s.step
+                      : field == "exp_avg" ? &s.exp_avg
+                      : field == "exp_avg_sq" ? &s.exp_avg_sq
+                      : field == "max_exp_avg_sq" ? &s.max_exp_avg_sq
+                                                  : nullptr;
+    MD_CHECK(dst != nullptr, what, ": optimizer entry '", name, "' has an unknown field '", field, "'");
+    *dst = t;
+  }
+  std::vector<std::pair<size_t, std::unique_ptr<torch::optim::AdamWParamState>>> built;
+  for (auto& [i, s] : slots) {
+    const at::Tensor& p = params[i];
+    const std::string who = what + ": optimizer state of parameter " + std::to_string(i);
+    MD_CHECK(s.step.defined() && s.exp_avg.defined() && s.exp_avg_sq.defined(), who,
+             " lacks one of step, exp_avg, exp_avg_sq");
+    MD_CHECK(s.step.scalar_type() == at::kLong && s.step.numel() == 1, who, ": step must be one int64, got ",
+             s.step.scalar_type(), " of shape ", s.step.sizes());
+    const int64_t step = s.step.item<int64_t>();
+    MD_CHECK(step >= 0, who, ": step must be >= 0, got ", step);
+    auto moment = [&](const at::Tensor& m, const char* field) {
+      MD_CHECK(at::isFloatingType(m.scalar_type()) && m.sizes() == p.sizes(), who, ": ", field, " has dtype ",
+               m.scalar_type(), " and shape ", m.sizes(), ", but the parameter is ", p.scalar_type(), " of shape ",
+               p.sizes());
+      MD_CHECK(at::isfinite(m).all().item<bool>(), who, ": ", field, " has non-finite values");
+      return m.to(p.options()).clone();
+    };
+    auto st = std::make_unique<torch::optim::AdamWParamState>();
+    st->step(step);
+    st->exp_avg(moment(s.exp_avg, "exp_avg"));
+    st->exp_avg_sq(moment(s.exp_avg_sq, "exp_avg_sq"));
+    MD_CHECK(!(st->exp_avg_sq() < 0).any().item<bool>(), who, ": exp_avg_sq has negative values");
+    if (s.max_exp_avg_sq.defined()) st->max_exp_avg_sq(moment(s.max_exp_avg_sq, "max_exp_avg_sq"));
+    built.emplace_back(i, std::move(st));
+  }
+  for (auto& [i, st] : built) set_param_state(opt, params[i], std::move(st));
+}
 
 // create_directories with the failure as a c10::Error naming the folder (a file in the way, no
 // permission, a full disk).
@@ -591,91 +679,107 @@ std::string Trainer::save_checkpoint() {
   return path;
 }
 
+StateFile Trainer::checkpoint_state(bool copy) const {
+  auto own = [copy](const at::Tensor& t) { return copy ? t.detach().clone() : t.detach(); };
+  auto own_all = [&](NamedTensors list) {
+    for (auto& [name, t] : list) t = own(t);
+    return list;
+  };
+  StateFile f(kTrainerCheckpointKind, kTrainerCheckpointFormat);
+  f.metadata["step"] = std::to_string(step_);
+  f.metadata["skipped"] = std::to_string(skipped_);
+  f.metadata["total_steps"] = std::to_string(options_.steps());
+  f.add_section("model", own_all(module_state(*model_)));
+  if (ema_) f.add_section("ema", own_all(ema_->named_state()));
+  f.add_section("optimizer", own_all(optimizer_state(*optimizer_, model_->parameters(true))));
+  NamedTensors rng{{"trainer", generator_state(gen_)}};
+  const auto defaults = default_generators();
+  for (size_t i = 0; i < defaults.size(); ++i) rng.emplace_back("default" + std::to_string(i), generator_state(defaults[i]));
+  f.add_section("rng", rng);
+  NamedTensors data;
+  if (train_.state) data.emplace_back("train", own(train_.state()));
+  f.add_section("data", data);
+  f.add_section("guard", {{"values", at::tensor({loss_mean_, norm_mean_, static_cast<double>(accepted_),
+                                                 static_cast<double>(consecutive_skips_), static_cast<double>(rollbacks_)},
+                                                at::TensorOptions(at::kDouble))}});
+  for (const auto& [term, w] : terms_) f.add_section("term." + term->name(), own_all(term->state()));
+  return f;
+}
+
 void Trainer::save_checkpoint(const std::string& path) {
-  torch::serialize::OutputArchive ar;
-  ar.write("format", c10::IValue(kCheckpointFormat));
-  ar.write("library_version", c10::IValue(version_string()));
-  ar.write("step", c10::IValue(step_));
-  ar.write("skipped", c10::IValue(skipped_));
-  ar.write("total_steps", c10::IValue(options_.steps()));
-  ar.write("guard", at::tensor({loss_mean_, norm_mean_, static_cast<double>(accepted_),
-                                static_cast<double>(consecutive_skips_), static_cast<double>(rollbacks_)},
-                               at::TensorOptions(at::kDouble)));
   for (const auto& [name, t] : module_state(*model_)) {
     MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), "Trainer: refusing to write '",
              path, "': model tensor '", name, "' has non-finite values");
   }
-  write_named_tensors(ar, "model", module_state(*model_));
-  if (ema_) write_named_tensors(ar, "ema", ema_->named_state());
-  torch::serialize::OutputArchive opt;
-  optimizer_->save(opt);
-  ar.write("optimizer", opt);
-  NamedTensors rng{{"trainer", generator_state(gen_)}};
-  const auto defaults = default_generators();
-  for (size_t i = 0; i < defaults.size(); ++i) rng.emplace_back("default" + std::to_string(i), generator_state(defaults[i]));
-  write_named_tensors(ar, "rng", rng);
-  NamedTensors data;
-  if (train_.state) data.emplace_back("train", train_.state());
-  write_named_tensors(ar, "data", data);
-  for (const auto& [term, w] : terms_) write_named_tensors(ar, "term_" + term->name(), term->state());
-  save_archive_atomically(ar, path);
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = checkpoint_state(false).encode();
+  } catch (const c10::Error& e) {
+    MD_CHECK(false, "Trainer: cannot write '", path, "': ", e.what_without_backtrace());
+  }
+  write_file_atomically(path, bytes.data(), bytes.size());
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
-  std::error_code ec;
-  MD_CHECK(fs::is_regular_file(path, ec), "Trainer: checkpoint '", path, "' does not exist");
-  const std::string what = "checkpoint '" + path + "'";
-  guard_archive_read("Trainer: cannot read " + what, [&] {
-    torch::serialize::InputArchive ar;
-    ar.load_from(path, c10::Device(c10::kCPU));
-    load_checkpoint_archive(ar, what);
-  });
+  const std::string what = "Trainer: checkpoint '" + path + "'";
+  apply_checkpoint(StateFile::load(path, kTrainerCheckpointKind, kTrainerCheckpointFormat, what), what);
 }
 
-void Trainer::load_checkpoint_bytes(const std::string& bytes, const std::string& what) {
-  guard_archive_read("Trainer: cannot read " + what, [&] {
-    torch::serialize::InputArchive ar;
-    std::istringstream in(bytes);
-    ar.load_from(in, c10::Device(c10::kCPU));
-    load_checkpoint_archive(ar, what);
-  });
+void Trainer::load_checkpoint_bytes(const std::string& bytes, const std::string& what_) {
+  const std::string what = "Trainer: " + what_;
+  apply_checkpoint(StateFile::decode(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(),
+                                     kTrainerCheckpointKind, kTrainerCheckpointFormat, what),
+                   what);
 }
 
-void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what) {
-  auto read_int = [&](const char* key) {
-    c10::IValue v;
-    MD_CHECK(ar.try_read(key, v) && v.isInt(), what, ": missing or bad '", key, "'");
-    return v.toInt();
-  };
-  const int64_t format = read_int("format");
-  MD_CHECK(format == kCheckpointFormat, what, ": format ", format, " is not supported (expected ", kCheckpointFormat, ")");
-  const int64_t step = read_int("step");
-  const int64_t skipped = read_int("skipped");
-  at::Tensor guard;
-  if (ar.try_read("guard", guard)) {
-    MD_CHECK(guard.scalar_type() == at::kDouble && guard.dim() == 1 && guard.numel() == 5, what,
-             ": bad 'guard' entry of shape ", guard.sizes());
+void Trainer::apply_checkpoint(const StateFile& f, const std::string& what) {
+  // A file can pass every check and still be refused half-way (a random state LibTorch rejects, a
+  // data position the source refuses): then the state from before is put back.
+  const StateFile before = checkpoint_state(true);
+  try {
+    apply_checkpoint_unchecked(f, what);
+  } catch (const c10::Error& e) {
+    apply_checkpoint_unchecked(before, "Trainer: the state before the failed load");
+    const std::string msg = e.what_without_backtrace();
+    if (msg.rfind(what, 0) == 0) throw;
+    MD_CHECK(false, what, ": ", msg);
   }
+}
+
+void Trainer::apply_checkpoint_unchecked(const StateFile& f, const std::string& what) {
+  const int64_t step = f.metadata_int("step");
+  const int64_t skipped = f.metadata_int("skipped");
   MD_CHECK(step >= 0 && step <= options_.steps(), what, ": step ", step, " is outside this run's 0..",
            options_.steps());
-  const NamedTensors model = read_named_tensors(ar, "model");
-  NamedTensors ema;
-  if (ema_) ema = read_named_tensors(ar, "ema");
-  const NamedTensors rng = read_named_tensors(ar, "rng");
-  const NamedTensors data = read_named_tensors(ar, "data");
-  std::vector<NamedTensors> term_states;
-  for (const auto& [term, w] : terms_) term_states.push_back(read_named_tensors(ar, "term_" + term->name()));
-  torch::serialize::InputArchive opt_ar;
-  MD_CHECK(ar.try_read("optimizer", opt_ar), what, ": no optimizer state");
-
-  // Everything is read; apply. The model first (it validates names and shapes before copying).
-  load_module_state(*model_, model, what);
-  auto optimizer = make_optimizer();
-  try {
-    optimizer->load(opt_ar);
-  } catch (const c10::Error& e) {
-    MD_CHECK(false, what, ": optimizer state does not fit this model: ", e.what_without_backtrace());
+  MD_CHECK(skipped >= 0 && skipped <= step, what, ": skipped ", skipped, " is outside 0..", step);
+  at::Tensor guard;
+  for (const auto& [name, t] : f.section("guard")) {
+    if (name == "values") guard = t;
   }
+  MD_CHECK(guard.defined() && guard.scalar_type() == at::kDouble && guard.dim() == 1 && guard.numel() == 5 &&
+               at::isfinite(guard).all().item<bool>(),
+           what, ": missing or bad 'guard/values' entry");
+  const NamedTensors model = f.section("model");
+  for (const auto& [name, t] : model) {
+    MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), what, ": model tensor '",
+             name, "' has non-finite values");
+  }
+  const NamedTensors ema = ema_ ? f.section("ema") : NamedTensors();
+  const NamedTensors rng = f.section("rng");
+  const NamedTensors data = f.section("data");
+  std::vector<NamedTensors> term_states;
+  for (const auto& [term, w] : terms_) term_states.push_back(f.section("term." + term->name()));
+  for (const auto& [name, st] : rng) {
+    MD_CHECK(st.scalar_type() == at::kByte && st.dim() == 1, what, ": random state '", name,
+             "' must be a 1-d uint8 tensor, got ", st.scalar_type(), " of shape ", st.sizes());
+  }
+
+  // Everything is read; build the new optimizer state, then apply. The model first (it validates
+  // names and shapes before copying), then the rest.
+  const auto params = model_->parameters(true);
+  auto optimizer = make_optimizer();
+  load_optimizer_state(*optimizer, params, f.section("optimizer"), what);
+  load_module_state(*model_, model, what);
   optimizer_ = std::move(optimizer);
   if (ema_) ema_->load_named_state(ema);
   auto defaults = default_generators();
@@ -683,8 +787,12 @@ void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const 
     if (name == "trainer") {
       set_generator_state(gen_, st);
     } else if (name.rfind("default", 0) == 0) {
-      const size_t i = std::stoul(name.substr(7));
-      if (i < defaults.size()) set_generator_state(defaults[i], st);
+      size_t i = 0;
+      const std::string digits = name.substr(7);
+      const auto r = std::from_chars(digits.data(), digits.data() + digits.size(), i);
+      if (r.ec == std::errc() && r.ptr == digits.data() + digits.size() && i < defaults.size()) {
+        set_generator_state(defaults[i], st);
+      }
     }
   }
   for (const auto& [name, st] : data) {
@@ -696,16 +804,11 @@ void Trainer::load_checkpoint_archive(torch::serialize::InputArchive& ar, const 
   for (size_t i = 0; i < terms_.size(); ++i) terms_[i].first->load_state(term_states[i]);
   step_ = step;
   skipped_ = skipped;
-  if (guard.defined()) {
-    loss_mean_ = guard[0].item<double>();
-    norm_mean_ = guard[1].item<double>();
-    accepted_ = static_cast<int64_t>(guard[2].item<double>());
-    consecutive_skips_ = static_cast<int64_t>(guard[3].item<double>());
-    rollbacks_ = static_cast<int64_t>(guard[4].item<double>());
-  } else {  // a checkpoint from before spike detection: start the running means again
-    loss_mean_ = norm_mean_ = 0;
-    accepted_ = consecutive_skips_ = rollbacks_ = 0;
-  }
+  loss_mean_ = guard[0].item<double>();
+  norm_mean_ = guard[1].item<double>();
+  accepted_ = static_cast<int64_t>(guard[2].item<double>());
+  consecutive_skips_ = static_cast<int64_t>(guard[3].item<double>());
+  rollbacks_ = static_cast<int64_t>(guard[4].item<double>());
 }
 
 bool Trainer::resume() {

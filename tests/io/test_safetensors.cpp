@@ -51,6 +51,11 @@ TEST(Safetensors, RoundTripEveryDtypeBitExact) {
       {"f64", at::randn({7}, at::kDouble) * 1e300},
       {"i64", at::tensor({std::numeric_limits<int64_t>::min(), int64_t{-1}, int64_t{0},
                           std::numeric_limits<int64_t>::max()})},
+      {"i32", at::tensor({std::numeric_limits<int32_t>::min(), -1, 0, std::numeric_limits<int32_t>::max()})},
+      {"i16", at::tensor({-32768, -1, 0, 32767}).to(at::kShort)},
+      {"i8", at::tensor({-128, -1, 0, 127}).to(at::kChar)},
+      {"u8", at::tensor({0, 1, 128, 255}).to(at::kByte)},
+      {"bool", at::tensor({1, 0, 0, 1}).to(at::kBool)},
       {"scalar", at::scalar_tensor(3.5)},
       {"empty", at::zeros({0, 3})},
       {"strided", at::arange(12, at::kFloat).view({3, 4}).t()},  // non-contiguous: written row-major
@@ -89,7 +94,8 @@ TEST(Safetensors, EncodeRefusesBadInput) {
   MD_EXPECT_ERROR(mio::encode_safetensors({{"a", at::zeros({1})}, {"a", at::zeros({1})}}), "'a' is given twice");
   MD_EXPECT_ERROR(mio::encode_safetensors({{"", at::zeros({1})}}), "name is empty");
   MD_EXPECT_ERROR(mio::encode_safetensors({{"__metadata__", at::zeros({1})}}), "reserved");
-  MD_EXPECT_ERROR(mio::encode_safetensors({{"u8", at::zeros({1}, at::kByte)}}), "tensor 'u8'", "Byte", "not supported");
+  MD_EXPECT_ERROR(mio::encode_safetensors({{"c", at::zeros({1}, at::kComplexFloat)}}), "tensor 'c'", "ComplexFloat",
+                  "not supported");
   MD_EXPECT_ERROR(mio::encode_safetensors({{"u", at::Tensor()}}), "u");
 }
 
@@ -137,7 +143,11 @@ TEST(Safetensors, CorruptFilesGiveClearErrors) {
   MD_EXPECT_ERROR(mio::decode_safetensors(file_of(R"({"__metadata__":{"k":1}})", 0)), "value of 'k' must be a string");
   // Unknown dtype: named with the tensor.
   MD_EXPECT_ERROR(mio::decode_safetensors(file_of(R"({"w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]}})", 2)),
-                  "tensor 'w'", "\"F8_E4M3\" is not supported", "F32, F16, BF16, F64, I64");
+                  "tensor 'w'", "\"F8_E4M3\" is not supported", "F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL");
+  // A BOOL byte other than 0 or 1 (the data bytes are 0, 1, 2).
+  ASSERT_NO_THROW(mio::decode_safetensors(file_of(R"({"b":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", 2)));
+  MD_EXPECT_ERROR(mio::decode_safetensors(file_of(R"({"b":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]}})", 3)),
+                  "BOOL tensor 'b'", "byte 2 at element 2");
   // Offsets out of range, size mismatch, overflow.
   MD_EXPECT_ERROR(mio::decode_safetensors(file_of(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", 8)),
                   "tensor 'a'", "out of range");

@@ -58,7 +58,7 @@ TEST_F(SmallNetworkTest, MlpAutoencoderLearnsALinearSubspaceAndProjectsOntoIt) {
   const at::Tensor residual = ae->project(off).matmul(normal_proj).norm(2, 1);
   EXPECT_LT(residual.mean().item<double>(), 0.1) << "normal residual after projection (before: 0.3)";
 
-  const auto path = (std::filesystem::temp_directory_path() / ("md_ae_" + std::to_string(::getpid()) + ".pt")).string();
+  const auto path = (std::filesystem::temp_directory_path() / ("md_ae_" + std::to_string(::getpid()) + ".safetensors")).string();
   mdiff::save_autoencoder(path, ae);
   mdiff::Autoencoder again = mdiff::load_autoencoder(path);
   EXPECT_TRUE(at::equal(again->project(test), ae->project(test)));

@@ -48,7 +48,7 @@ case "$case_name" in
       "$bin/mdiff-toy" --out "$work/killed" "${args[@]}" --resume >"$work/k$target.log" 2>&1 &
       pid=$!
       for _ in $(seq 1 600); do
-        newest=$(ls "$work/killed/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\)\.pt$/\1/p' | sort -n | tail -1 || true)
+        newest=$(ls "$work/killed/checkpoints" 2>/dev/null | sed -n 's/^ckpt-0*\([0-9][0-9]*\).safetensors$/\1/p' | sort -n | tail -1 || true)
         [[ -n "$newest" && "$newest" -ge "$target" ]] && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
@@ -77,7 +77,7 @@ case "$case_name" in
           --sample-steps 5 --checkpoint-every 1 --threads 1 --seed 5)
     "$bin/mdiff-toy" --out "$work/full" "${args[@]}" >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "uninterrupted run"; }
     kills=0; mid_write=0; runs=0
-    newest() { { ls "$work/killed/checkpoints"/ckpt-*.pt 2>/dev/null || true; } | sort | tail -n 1; }
+    newest() { { ls "$work/killed/checkpoints"/ckpt-*.safetensors 2>/dev/null || true; } | sort | tail -n 1; }
     while (( kills < 12 && runs < 40 )); do
       runs=$((runs + 1))
       before="$(newest)"
@@ -95,7 +95,7 @@ case "$case_name" in
         # Every other kill waits until a checkpoint file is being written.
         sleep 0.4
         for _ in $(seq 1 3000); do
-          compgen -G "$work/killed/checkpoints/*.pt.tmp.*" >/dev/null && break
+          compgen -G "$work/killed/checkpoints/*.safetensors.tmp.*" >/dev/null && break
           sleep 0.001
         done
       else
@@ -104,7 +104,7 @@ case "$case_name" in
       if kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null || true
         kills=$((kills + 1))
-        n=$(ls "$work/killed/checkpoints" 2>/dev/null | grep -c '\.pt\.tmp\.' || true)
+        n=$(ls "$work/killed/checkpoints" 2>/dev/null | grep -c '\.safetensors\.tmp\.' || true)
         mid_write=$((mid_write + n))
       else
         wait "$pid" || { cat "$work/run$runs.log"; fail "run $runs failed"; }
@@ -131,7 +131,7 @@ case "$case_name" in
       || { cat "$work/two.log"; fail "two-process mdiff-toy"; }
     grep -q "\[rank 1\] distributed: rank 1 of 2" "$work/two.log" || { cat "$work/two.log"; fail "rank 1 did not join"; }
     has_keys "$work/two/metrics.json" manifold_distance_mean
-    [[ -s "$work/two/checkpoints/ckpt-00000100.pt" ]] || fail "rank 0 wrote no final checkpoint"
+    [[ -s "$work/two/checkpoints/ckpt-00000100.safetensors" ]] || fail "rank 0 wrote no final checkpoint"
     "$bin/mdiff-toy" --out "$work/one" "${args[@]}" >"$work/one.log" 2>&1 || { cat "$work/one.log"; fail "one-process run"; }
     g2=$(json_number <(tail -n 1 "$work/two/train_log.jsonl") grad_norm)
     g1=$(json_number <(tail -n 1 "$work/one/train_log.jsonl") grad_norm)
@@ -150,7 +150,7 @@ case "$case_name" in
     bash "$launch" -n 2 -- "$bin/mdiff-train" --out "$work/train" --steps 4 --batch 8 --base-channels 8 \
       --channel-mult 1,2 --attention 14 --checkpoint-every 2 --num-samples 0 --threads 1 --workers 1 >"$work/train.log" 2>&1 \
       || { cat "$work/train.log"; fail "two-process mdiff-train"; }
-    for f in samples.png checkpoints/ckpt-00000004.pt train_log.jsonl; do
+    for f in samples.png checkpoints/ckpt-00000004.safetensors train_log.jsonl; do
       [[ -s "$work/train/$f" ]] || fail "two-process mdiff-train did not write $f"
     done
     # The two-process model exported as a diffusers DDPMPipeline folder samples the same images.
@@ -175,7 +175,7 @@ case "$case_name" in
       --attention 14 --checkpoint-every 2 --num-samples 0 --preview-every 4 --augment 0.5 --validation-every 2 --threads 1 --workers 1 \
       >"$work/log" 2>&1 || { cat "$work/log"; fail "mdiff-train"; }
     has_keys "$work/run/metrics.json" steps train_seconds
-    for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.pt \
+    for f in config.json samples.png loss.svg previews/step-00000004.png checkpoints/ckpt-00000004.safetensors \
              weights.safetensors weights-ema.safetensors; do
       [[ -s "$work/run/$f" ]] || fail "mdiff-train did not write $f"
     done

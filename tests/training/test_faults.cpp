@@ -224,7 +224,7 @@ TEST(TrainerFaults, AFullDiskFailsTheCheckpointClearlyAndKeepsThePreviousOne) {
     message = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
   }
   std::cout << "checkpoint on a full disk: " << message.substr(0, message.find('\n')) << "\n";
-  EXPECT_NE(message.find("ckpt-00000010.pt"), std::string::npos) << message;
+  EXPECT_NE(message.find("ckpt-00000010.safetensors"), std::string::npos) << message;
   // The previous checkpoint is the newest and intact, and nothing half-written is left.
   const auto files = mdiff::list_checkpoints(dir.path() + "/checkpoints");
   ASSERT_EQ(files.size(), 1u);
@@ -260,30 +260,118 @@ TEST(TrainerFaults, AnUnwritableOutputFolderFailsClearly) {
   EXPECT_NE(denied.find("checkpoints"), std::string::npos) << denied;
 }
 
-// LibTorch's archive reader throws torch::jit::ErrorReport (not a c10::Error) when the TorchScript
-// code section of an archive is damaged (found by fuzz_checkpoint). Every reader turns it into a
-// c10::Error naming the source, and a trainer that failed to load still loads a good checkpoint.
-TEST(TrainerFaults, ADamagedCheckpointCodeSectionIsAnError) {
-  FaultRun r = make_run(mdiff::TrainerOptions(10), faulty_source([](int64_t, at::Tensor&) {}));
+// A checkpoint is a safetensors StateFile: every field is checked before the trainer changes, and a
+// load that fails half-way puts the previous state back. Each damaged variant of a good checkpoint
+// must fail with its own message, leave the weights and the step as they were, and leave the
+// trainer able to load the good file and train on.
+TEST(TrainerFaults, EveryDamagedCheckpointFieldIsAClearErrorAndChangesNothing) {
+  FaultRun r = make_run(mdiff::TrainerOptions(10).ema_decay(0.9), faulty_source([](int64_t, at::Tensor&) {}));
+  r.step();
   r.step();
   mdiff_test::TempDir dir;
-  const std::string path = dir.file("ckpt.pt");
+  const std::string path = dir.file("ckpt.safetensors");
   r.trainer->save_checkpoint(path);
   const std::vector<uint8_t> raw = mdiff::read_file_bytes(path);
   const std::string good(raw.begin(), raw.end());
-  // The archive stores its files uncompressed: rename the base class of a serialised module.
-  const std::string from = "class Module(Module)";
-  const size_t at = good.find(from);
-  ASSERT_NE(at, std::string::npos);
-  std::string bad = good;
-  bad.replace(at, from.size(), "class Module(Mmdule)");
-  MD_EXPECT_ERROR(r.trainer->load_checkpoint_bytes(bad, "the damaged checkpoint"), "the damaged checkpoint");
+  const mdiff::StateFile file = mdiff::StateFile::decode(raw.data(), raw.size(), mdiff::kTrainerCheckpointKind,
+                                                         mdiff::kTrainerCheckpointFormat, "good");
+  ASSERT_TRUE(file.has_section("model") && file.has_section("ema") && file.has_section("optimizer") &&
+              file.has_section("rng") && file.has_section("guard"));
+  r.step();  // the trainer moves on from the file: a load that changed anything would show
+  const auto before = r.params();
+  const int64_t step_before = r.trainer->step();
+
+  auto bytes_of = [](const mdiff::StateFile& f) {
+    const std::vector<uint8_t> b = f.encode();
+    return std::string(b.begin(), b.end());
+  };
+  auto with_tensor = [&](const std::string& name, const std::function<at::Tensor(const at::Tensor&)>& change) {
+    mdiff::StateFile f = file;
+    bool found = false;
+    for (auto& [n, t] : f.tensors) {
+      if (n == name) {
+        t = change(t);
+        found = true;
+      }
+    }
+    EXPECT_TRUE(found) << name;
+    return bytes_of(f);
+  };
+  auto with_metadata = [&](const std::string& key, const std::string& value) {
+    mdiff::StateFile f = file;
+    f.metadata[key] = value;
+    return bytes_of(f);
+  };
+  const std::string first_param = file.section("model").front().first;
+  struct Case {
+    const char* what;
+    std::string bytes;
+    std::vector<std::string> expected;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"truncated", good.substr(0, good.size() / 2), {"decode_safetensors"}});
+  cases.push_back({"not safetensors", "hello", {"too short"}});
+  cases.push_back({"LibTorch archive", "PK\x03\x04" + good.substr(4), {"LibTorch archive", "does not parse archives"}});
   {
-    std::ofstream out(dir.file("bad.pt"), std::ios::binary);
-    out.write(bad.data(), static_cast<std::streamsize>(bad.size()));
+    mdiff::StateFile other("autoencoder", mdiff::kTrainerCheckpointFormat);
+    other.tensors = file.tensors;
+    cases.push_back({"other kind", bytes_of(other), {"'autoencoder' file, not a 'trainer-checkpoint' file"}});
+    mdiff::StateFile old(mdiff::kTrainerCheckpointKind, 1);
+    old.tensors = file.tensors;
+    cases.push_back({"other format", bytes_of(old), {"format 1 is not supported"}});
   }
-  MD_EXPECT_ERROR(r.trainer->load_checkpoint(dir.file("bad.pt")), "bad.pt");
-  MD_EXPECT_ERROR(mdiff::load_weights(dir.file("bad.pt"), *r.net), "bad.pt");
+  cases.push_back({"step not a number", with_metadata("step", "2x"), {"'step' is not an integer", "2x"}});
+  cases.push_back({"step out of range", with_metadata("step", "11"), {"step 11 is outside this run's 0..10"}});
+  cases.push_back({"skipped out of range", with_metadata("skipped", "-1"), {"skipped -1 is outside"}});
+  cases.push_back({"model shape", with_tensor("model/" + first_param, [](const at::Tensor& t) { return t.flatten(); }),
+                   {first_param, "has shape"}});
+  cases.push_back({"model NaN",
+                   with_tensor("model/" + first_param,
+                               [](const at::Tensor& t) { return t.clone().fill_(std::nan("")); }),
+                   {first_param, "non-finite"}});
+  cases.push_back({"optimizer step dtype",
+                   with_tensor("optimizer/0.step", [](const at::Tensor& t) { return t.to(at::kDouble); }),
+                   {"parameter 0", "step must be one int64"}});
+  cases.push_back({"optimizer negative step",
+                   with_tensor("optimizer/0.step", [](const at::Tensor& t) { return t - 100; }),
+                   {"parameter 0", "step must be >= 0"}});
+  cases.push_back({"optimizer moment negative",
+                   with_tensor("optimizer/0.exp_avg_sq", [](const at::Tensor& t) { return t - 1; }),
+                   {"parameter 0", "exp_avg_sq has negative values"}});
+  cases.push_back({"optimizer moment shape",
+                   with_tensor("optimizer/0.exp_avg", [](const at::Tensor& t) { return t.flatten()[0]; }),
+                   {"parameter 0", "exp_avg has dtype"}});
+  {
+    mdiff::StateFile f = file;
+    f.tensors.emplace_back("optimizer/999.step", at::scalar_tensor(1, at::kLong));
+    cases.push_back({"optimizer index", bytes_of(f), {"is for parameter 999"}});
+  }
+  cases.push_back({"random state dtype",
+                   with_tensor("rng/trainer", [](const at::Tensor& t) { return t.to(at::kLong); }),
+                   {"random state 'trainer'", "uint8"}});
+  // Passes every check of the file; LibTorch refuses the generator state after the model and the
+  // optimizer were already replaced: the previous state must come back.
+  cases.push_back({"random state size", with_tensor("rng/trainer", [](const at::Tensor& t) { return t.narrow(0, 0, 16); }),
+                   {"RNG state"}});
+  cases.push_back({"guard", with_tensor("guard/values", [](const at::Tensor& t) { return t.narrow(0, 0, 4); }),
+                   {"'guard/values'"}});
+
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string message = mdiff_test::error_message([&] { r.trainer->load_checkpoint_bytes(c.bytes, "damaged"); });
+    EXPECT_NE(message.find("damaged"), std::string::npos) << message;
+    for (const auto& e : c.expected) EXPECT_NE(message.find(e), std::string::npos) << "want '" << e << "' in: " << message;
+    EXPECT_TRUE(same(r.params(), before));
+    EXPECT_EQ(r.trainer->step(), step_before);
+  }
+  // The same refusals from a file, and from load_weights.
+  {
+    std::ofstream out(dir.file("bad.safetensors"), std::ios::binary);
+    out.write(cases[2].bytes.data(), static_cast<std::streamsize>(cases[2].bytes.size()));
+  }
+  MD_EXPECT_ERROR(r.trainer->load_checkpoint(dir.file("bad.safetensors")), "bad.safetensors", "LibTorch archive");
+  MD_EXPECT_ERROR(mdiff::load_weights(dir.file("bad.safetensors"), *r.net), "bad.safetensors", "LibTorch archive");
   r.trainer->load_checkpoint_bytes(good, "the good checkpoint");
-  EXPECT_EQ(r.step().step, 2);
+  EXPECT_EQ(r.trainer->step(), 2);
+  EXPECT_EQ(r.step().step, 3);
 }

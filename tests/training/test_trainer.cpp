@@ -203,11 +203,11 @@ TEST_F(SmallNetworkTest, ResumeSkipsACorruptNewestCheckpointAndRejectsAllCorrupt
   ToyRun b = make_run(opts, data, 2);
   ASSERT_TRUE(b.trainer->resume());
   EXPECT_EQ(b.trainer->step(), 3);
-  MD_EXPECT_ERROR(b.trainer->load_checkpoint(newest), "ckpt-00000006.pt");
+  MD_EXPECT_ERROR(b.trainer->load_checkpoint(newest), "ckpt-00000006.safetensors");
   std::ofstream(mdiff::checkpoint_path(dir + "/checkpoints", 3), std::ios::trunc) << "not a checkpoint";
   ToyRun c = make_run(opts, data, 3);
-  MD_EXPECT_ERROR(c.trainer->resume(), "no readable checkpoint", "ckpt-00000003.pt", "ckpt-00000006.pt");
-  MD_EXPECT_ERROR(c.trainer->load_checkpoint(dir + "/missing.pt"), "missing.pt", "does not exist");
+  MD_EXPECT_ERROR(c.trainer->resume(), "no readable checkpoint", "ckpt-00000003.safetensors", "ckpt-00000006.safetensors");
+  MD_EXPECT_ERROR(c.trainer->load_checkpoint(dir + "/missing.safetensors"), "missing.safetensors", "does not exist");
   fs::remove_all(dir);
 }
 
@@ -218,7 +218,7 @@ TEST_F(SmallNetworkTest, CheckpointOfAnotherModelIsRejectedBeforeAnythingChanges
   a.trainer->fit();
   ToyRun b = make_run(mdiff::TrainerOptions(2), data, 2, 0.1, 0);  // unconditional: no label embedding
   const at::Tensor before = b.net->parameters()[0].clone();
-  MD_EXPECT_ERROR(b.trainer->load_checkpoint(mdiff::checkpoint_path(dir + "/checkpoints", 2)), "ckpt-00000002.pt");
+  MD_EXPECT_ERROR(b.trainer->load_checkpoint(mdiff::checkpoint_path(dir + "/checkpoints", 2)), "ckpt-00000002.safetensors");
   EXPECT_TRUE(at::equal(before, b.net->parameters()[0]));
   EXPECT_EQ(b.trainer->step(), 0);
   fs::remove_all(dir);
@@ -250,7 +250,7 @@ TEST_F(SmallNetworkTest, CheckpointWithNonFiniteWeightsIsRefusedAndOldFileKept) 
     at::NoGradGuard g;
     r.net->parameters()[0].view(-1)[0] = std::numeric_limits<float>::infinity();
   }
-  MD_EXPECT_ERROR(r.trainer->save_checkpoint(path), "non-finite", "ckpt-00000002.pt");
+  MD_EXPECT_ERROR(r.trainer->save_checkpoint(path), "non-finite", "ckpt-00000002.safetensors");
   EXPECT_EQ(fs::file_size(path), size);
   fs::remove_all(dir);
 }
@@ -383,7 +383,7 @@ TEST_F(SmallNetworkTest, LoadWeightsTakesTheEmaOrTheTrainedWeights) {
   ToyRun no_ema = make_run(mdiff::TrainerOptions(1).ema_decay(0).out_dir(dir + "/b").checkpoint_every(1), data, 1);
   no_ema.trainer->fit();
   MD_EXPECT_ERROR(mdiff::load_weights(mdiff::checkpoint_path(dir + "/b/checkpoints", 1), *fresh.net), "no EMA");
-  MD_EXPECT_ERROR(mdiff::load_weights(dir + "/none.pt", *fresh.net), "none.pt", "does not exist");
+  MD_EXPECT_ERROR(mdiff::load_weights(dir + "/none.safetensors", *fresh.net), "none.safetensors", "does not exist");
   fs::remove_all(dir);
 }
 

@@ -8,11 +8,11 @@
 /// \code
 ///   #include <manifold_diffusion/core/version.h>
 ///   static_assert(MD_VERSION >= 100, "needs manifold_diffusion >= 0.1.0");
-///   std::string v = mdiff::version_string();  // "0.1.0"
+///   std::string v = mdiff::version_string();  // "0.2.0"
 /// \endcode
 
 #define MD_VERSION_MAJOR 0
-#define MD_VERSION_MINOR 1
+#define MD_VERSION_MINOR 2
 #define MD_VERSION_PATCH 0
 
 /// Single comparable number: major * 10000 + minor * 100 + patch.

@@ -74,8 +74,9 @@ struct SafetensorsReadOptions {
   TORCH_ARG(int64_t, max_header_bytes) = 100000000;
 };
 
-/// Parses safetensors bytes. Dtypes F32, F16, BF16, F64 and I64 are read (bit-exact); any other
-/// dtype is an error naming the tensor and the dtype. Checked, in order: the 8-byte length against
+/// Parses safetensors bytes. Dtypes F32, F16, BF16, F64, I64, I32, I16, I8, U8 and BOOL are read
+/// (bit-exact; a BOOL byte other than 0 or 1 is an error); any other dtype is an error naming the
+/// tensor and the dtype. Checked, in order: the 8-byte length against
 /// the buffer and max_header_bytes; the header is a well-formed JSON object without duplicate keys;
 /// every entry is an object with exactly `dtype`, `shape` (non-negative integers) and
 /// `data_offsets` ([begin, end], begin <= end); `__metadata__` maps strings to strings;
@@ -103,7 +104,7 @@ Safetensors load_safetensors(const std::string& path, const SafetensorsReadOptio
 
 /// The safetensors bytes of `tensors` (any device and layout; written as contiguous CPU data in the
 /// given order) and `metadata`. Names must be unique, non-empty and not `__metadata__`; dtypes F32,
-/// F16, BF16, F64 or I64 (others are an error naming the tensor). The header is padded with spaces
+/// F16, BF16, F64, I64, I32, I16, I8, U8 or BOOL (others are an error naming the tensor). The header is padded with spaces
 /// to a multiple of 8 bytes, as the Python package does.
 ///
 /// Example:

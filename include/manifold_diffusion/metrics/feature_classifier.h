@@ -168,8 +168,8 @@ double classifier_accuracy(ImageClassifier& model, const data::LabeledImages& da
 ///
 /// Example:
 /// \code
-///   mdiff::metrics::save_classifier(net, "out/classifier.pt");
-///   mdiff::metrics::ImageClassifier back = mdiff::metrics::load_classifier("out/classifier.pt");
+///   mdiff::metrics::save_classifier(net, "out/classifier.safetensors");
+///   mdiff::metrics::ImageClassifier back = mdiff::metrics::load_classifier("out/classifier.safetensors");
 /// \endcode
 void save_classifier(const ImageClassifier& model, const std::string& path);
 
@@ -184,7 +184,7 @@ ImageClassifier load_classifier(const std::string& path, c10::Device device = c1
 ///
 /// Example:
 /// \code
-///   auto net = mdiff::metrics::load_or_train_fashion_classifier("cache/fashion_classifier.pt");
+///   auto net = mdiff::metrics::load_or_train_fashion_classifier("cache/fashion_classifier.safetensors");
 ///   double d = mdiff::metrics::feature_fd(net, real_images, generated_images);
 /// \endcode
 ImageClassifier load_or_train_fashion_classifier(const std::string& cache_file,
@@ -203,7 +203,7 @@ at::Tensor extract_features(ImageClassifier& model, const at::Tensor& images, in
 ///
 /// Example:
 /// \code
-///   auto net = mdiff::metrics::load_or_train_fashion_classifier("cache/fashion_classifier.pt");
+///   auto net = mdiff::metrics::load_or_train_fashion_classifier("cache/fashion_classifier.safetensors");
 ///   double d = mdiff::metrics::feature_fd(net, test_images, samples);   // both in [-1, 1]
 /// \endcode
 double feature_fd(ImageClassifier& model, const at::Tensor& x, const at::Tensor& y, int64_t batch_size = 500);

@@ -73,8 +73,8 @@ struct AutoencoderOptions {
 ///   auto history = mdiff::train_autoencoder(ae, points, mdiff::AutoencoderTrainOptions().steps(2000));
 ///   at::Tensor z = ae->encode(points);        // [N, 2]
 ///   at::Tensor p = ae->project(points + 0.1 * at::randn_like(points));
-///   mdiff::save_autoencoder("out/ae.pt", ae);
-///   mdiff::Autoencoder again = mdiff::load_autoencoder("out/ae.pt");
+///   mdiff::save_autoencoder("out/ae.safetensors", ae);
+///   mdiff::Autoencoder again = mdiff::load_autoencoder("out/ae.safetensors");
 /// \endcode
 class AutoencoderImpl : public torch::nn::Cloneable<AutoencoderImpl> {
  public:

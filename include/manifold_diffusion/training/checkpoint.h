@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Crash-safe files: atomic writes (temporary file, fsync, rename, fsync of the folder) and the
-/// numbered checkpoint files of a training run (`ckpt-00001000.pt`, keep the last K).
+/// Crash-safe files: atomic writes (temporary file, fsync, rename, fsync of the folder), the state
+/// files of this library (sections of named tensors in a safetensors file) and the numbered
+/// checkpoint files of a training run (`ckpt-00001000.safetensors`, keep the last K).
 ///
 /// Example:
 /// \code
@@ -10,12 +11,15 @@
 /// \endcode
 
 #include <manifold_diffusion/core/file.h>
+#include <manifold_diffusion/io/safetensors.h>
 #include <manifold_diffusion/models/ema.h>
 
 #include <ATen/core/Tensor.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,7 +38,77 @@ struct CheckpointFile {
   int64_t step = 0;
 };
 
-/// The checkpoint files `ckpt-<step>.pt` in `dir`, sorted by step (oldest first). A missing folder
+/// A state file of this library: trainer checkpoints, autoencoders and classifiers are written as
+/// one. It is a safetensors file whose tensors are grouped into sections (tensor `<section>/<name>`)
+/// and whose metadata names the kind of file and its format version (`mdiff.kind`,
+/// `mdiff.format`), so any safetensors reader opens it (Python: `safetensors.torch.load_file`).
+///
+/// Reading checks everything before it is used: the safetensors checks of decode_safetensors()
+/// (sizes and offsets before any allocation), then the kind and the format. A LibTorch archive (the
+/// zip files of manifold_diffusion 0.1) is refused by name before any parser sees it.
+///
+/// Example:
+/// \code
+///   mdiff::StateFile f("my-component", 1);
+///   f.add_section("weights", mdiff::module_state(*net));
+///   f.metadata["step"] = "10";
+///   f.save("out/my-component.safetensors");
+///   mdiff::StateFile back = mdiff::StateFile::load("out/my-component.safetensors", "my-component", 1,
+///                                                  "my component 'out/my-component.safetensors'");
+///   mdiff::load_module_state(*net, back.section("weights"), "out/my-component.safetensors");
+///   int64_t step = back.metadata_int("step");
+/// \endcode
+struct StateFile {
+  StateFile() = default;
+  /// An empty file of `kind` (non-empty) and `format` (>= 1).
+  StateFile(std::string kind, int64_t format);
+
+  std::string kind;
+  int64_t format = 0;
+  /// Free-form metadata (the `mdiff.` and `format` keys are set on writing).
+  std::map<std::string, std::string> metadata;
+  /// Every tensor, named `<section>/<name>`, in file order.
+  io::TensorList tensors;
+
+  /// Appends `tensors` as section `section` (non-empty, without '/'; names non-empty).
+  void add_section(const std::string& section, const NamedTensors& tensors);
+  /// The tensors of `section` in file order, without the prefix; empty when absent.
+  NamedTensors section(const std::string& section) const;
+  /// Whether any tensor belongs to `section`.
+  bool has_section(const std::string& section) const;
+  /// The metadata entry `key` as an integer; a missing or malformed entry is an error naming `key`.
+  int64_t metadata_int(const std::string& key) const;
+
+  /// The file's bytes.
+  std::vector<uint8_t> encode() const;
+  /// Writes encode() to `path` atomically (the previous file stays intact on any failure).
+  void save(const std::string& path) const;
+  /// Parses `size` bytes at `data`, which must be of `kind` and `format`. Every message starts with
+  /// `what` (e.g. "checkpoint 'out/ckpt-00000100.safetensors'").
+  static StateFile decode(const uint8_t* data, size_t size, const std::string& kind, int64_t format,
+                          const std::string& what);
+  /// Reads the file at `path` as decode() does; a missing file is an error naming it.
+  static StateFile load(const std::string& path, const std::string& kind, int64_t format, const std::string& what);
+
+ private:
+  std::string what_;  // for metadata_int's messages
+};
+
+/// The kind and format of a Trainer checkpoint (a StateFile). Sections: `model`, `ema`,
+/// `optimizer`, `rng`, `data`, `guard` and `term.<name>` per loss term; metadata `step`, `skipped`,
+/// `total_steps`.
+///
+/// Example:
+/// \code
+///   auto f = mdiff::StateFile::load(path, mdiff::kTrainerCheckpointKind, mdiff::kTrainerCheckpointFormat, path);
+///   for (const auto& [name, t] : f.section("model")) fmt::print("{} {}\n", name, t.sizes());
+/// \endcode
+constexpr const char* kTrainerCheckpointKind = "trainer-checkpoint";
+/// See kTrainerCheckpointKind (format 1 was the LibTorch archive of manifold_diffusion 0.1).
+constexpr int64_t kTrainerCheckpointFormat = 2;
+
+/// The checkpoint files `ckpt-<step>.safetensors` in `dir`, sorted by step (oldest first), with any
+/// `ckpt-<step>.pt` of manifold_diffusion 0.1 (which the Trainer refuses by name). A missing folder
 /// gives an empty list; temporary files of interrupted writes are ignored.
 ///
 /// Example:
@@ -90,7 +164,7 @@ void load_module_state(torch::nn::Module& module, const NamedTensors& source, co
 /// Example:
 /// \code
 ///   mdiff::UNet unet(mdiff::UNetOptions::from_json(config));
-///   int64_t step = mdiff::load_weights("out/fmnist/checkpoints/ckpt-00020000.pt", *unet);
+///   int64_t step = mdiff::load_weights("out/fmnist/checkpoints/ckpt-00020000.safetensors", *unet);
 /// \endcode
 int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema = true);
 

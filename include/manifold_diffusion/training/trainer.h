@@ -47,12 +47,11 @@ namespace torch {
 namespace optim {
 class AdamW;
 }  // namespace optim
-namespace serialize {
-class InputArchive;
-}  // namespace serialize
 }  // namespace torch
 
 namespace manifold_diffusion {
+
+struct StateFile;
 
 /// Numeric precision of the forward pass.
 enum class Precision {
@@ -250,9 +249,12 @@ class Trainer {
   /// returns its path. Needs out_dir. On ranks other than 0 of a distributed job: writes nothing
   /// and returns "". 
   std::string save_checkpoint();
-  /// Saves to an explicit file (atomically).
+  /// Saves to an explicit file (atomically). The file is a StateFile of kind
+  /// kTrainerCheckpointKind: safetensors, readable by any safetensors reader.
   void save_checkpoint(const std::string& path);
-  /// Restores everything from a checkpoint file.
+  /// Restores everything from a checkpoint file. The whole file is read and checked (sizes, names,
+  /// shapes, dtypes, finite weights and optimizer moments) before anything is changed: a bad file is
+  /// a c10::Error and leaves the trainer as it was.
   void load_checkpoint(const std::string& path);
   /// Restores everything from a checkpoint held in memory (the bytes of a checkpoint file);
   /// `what` names it in errors.
@@ -292,7 +294,9 @@ class Trainer {
   void open_log();
   std::unique_ptr<torch::optim::AdamW> make_optimizer() const;
   at::Tensor prepare_labels(const at::Tensor& labels);
-  void load_checkpoint_archive(torch::serialize::InputArchive& ar, const std::string& what);
+  void apply_checkpoint(const StateFile& file, const std::string& what);
+  void apply_checkpoint_unchecked(const StateFile& file, const std::string& what);
+  StateFile checkpoint_state(bool copy) const;
   bool resume_distributed();
   void checkpoint_collectively();
 
