@@ -4,6 +4,7 @@
 #include "data/data_test_util.h"
 
 #include <manifold_diffusion/core/random.h>
+#include <manifold_diffusion/core/version.h>
 #include <manifold_diffusion/models/mlp_denoiser.h>
 #include <manifold_diffusion/training/checkpoint.h>
 #include <manifold_diffusion/training/trainer.h>
@@ -258,6 +259,77 @@ TEST(TrainerFaults, AnUnwritableOutputFolderFailsClearly) {
   const std::string denied = mdiff_test::error_message([&] { r.trainer->save_checkpoint(); });
   fs::permissions(dir.path() + "/checkpoints", fs::perms::owner_all);
   EXPECT_NE(denied.find("checkpoints"), std::string::npos) << denied;
+}
+
+TEST(StateFileFormat, SectionsMetadataAndRefusals) {
+  mdiff::StateFile f("unit-test", 3);
+  f.add_section("a", {{"x", at::arange(4)}, {"y.z", at::ones({2, 2})}});
+  f.add_section("b", {{"flag", at::tensor({1, 0}).to(at::kBool)}});
+  f.metadata["n"] = "-12";
+  f.metadata["bad"] = "12x";
+  MD_EXPECT_ERROR(f.add_section("a", {}), "section 'a' is already there");
+  MD_EXPECT_ERROR(f.add_section("c/d", {}), "without '/'", "c/d");
+  MD_EXPECT_ERROR(f.add_section("c", {{"", at::ones({1})}}), "empty tensor name");
+  MD_EXPECT_ERROR(mdiff::StateFile("", 1), "kind must not be empty");
+  MD_EXPECT_ERROR(mdiff::StateFile("k", 0), "format must be >= 1, got 0");
+
+  const std::vector<uint8_t> bytes = f.encode();
+  const mdiff::StateFile back = mdiff::StateFile::decode(bytes.data(), bytes.size(), "unit-test", 3, "the file");
+  ASSERT_EQ(back.section("a").size(), 2u);
+  EXPECT_EQ(back.section("a")[1].first, "y.z");
+  EXPECT_TRUE(at::equal(back.section("a")[0].second, at::arange(4)));
+  EXPECT_TRUE(at::equal(back.section("b")[0].second, at::tensor({1, 0}).to(at::kBool)));
+  EXPECT_TRUE(back.section("none").empty());
+  EXPECT_FALSE(back.has_section("none"));
+  EXPECT_EQ(back.metadata_int("n"), -12);
+  MD_EXPECT_ERROR(back.metadata_int("bad"), "the file", "'bad' is not an integer", "12x");
+  MD_EXPECT_ERROR(back.metadata_int("absent"), "the file", "no 'absent' metadata");
+  EXPECT_EQ(back.metadata.at("format"), "pt");
+  EXPECT_EQ(back.metadata.at("mdiff.library_version"), mdiff::version_string());
+
+  MD_EXPECT_ERROR(mdiff::StateFile::decode(bytes.data(), bytes.size(), "other", 3, "the file"),
+                  "the file is a manifold_diffusion 'unit-test' file, not a 'other' file");
+  MD_EXPECT_ERROR(mdiff::StateFile::decode(bytes.data(), bytes.size(), "unit-test", 2, "the file"),
+                  "unit-test format 3 is not supported (this version reads format 2)");
+  // Plain safetensors without the library's metadata, and names outside any section.
+  const std::vector<uint8_t> plain = mdiff::io::encode_safetensors({{"w", at::ones({1})}});
+  MD_EXPECT_ERROR(mdiff::StateFile::decode(plain.data(), plain.size(), "unit-test", 3, "plain"),
+                  "plain is a safetensors file but not a manifold_diffusion unit-test file");
+  const std::vector<uint8_t> loose = mdiff::io::encode_safetensors(
+      {{"w", at::ones({1})}}, {{"mdiff.kind", "unit-test"}, {"mdiff.format", "3"}});
+  MD_EXPECT_ERROR(mdiff::StateFile::decode(loose.data(), loose.size(), "unit-test", 3, "loose"),
+                  "tensor 'w' is not of the form <section>/<name>");
+
+  mdiff_test::TempDir dir;
+  f.save(dir.file("s.safetensors"));
+  EXPECT_EQ(mdiff::StateFile::load(dir.file("s.safetensors"), "unit-test", 3, "s").metadata_int("n"), -12);
+  MD_EXPECT_ERROR(mdiff::StateFile::load(dir.file("absent.safetensors"), "unit-test", 3, "absent file"),
+                  "absent file does not exist");
+}
+
+// A run folder of manifold_diffusion 0.1 holds ckpt-<step>.pt LibTorch archives: they are listed
+// (so a run is never silently restarted), refused by name, and a newer safetensors file of the
+// same step is preferred.
+TEST(StateFileFormat, OldArchiveCheckpointsAreListedAndRefusedByName) {
+  mdiff_test::TempDir dir;
+  const std::string ckpts = dir.path() + "/checkpoints";
+  std::filesystem::create_directories(ckpts);
+  const char zip_start[] = "PK\x03\x04 rest of a zip";
+  std::ofstream(ckpts + "/ckpt-00000005.pt", std::ios::binary) << std::string(zip_start, sizeof(zip_start) - 1);
+  FaultRun r = make_run(mdiff::TrainerOptions(10).out_dir(dir.path()), faulty_source([](int64_t, at::Tensor&) {}));
+  auto files = mdiff::list_checkpoints(ckpts);
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files[0].step, 5);
+  MD_EXPECT_ERROR(r.trainer->resume(), "no readable checkpoint", "ckpt-00000005.pt", "LibTorch archive",
+                  "manifold_diffusion 0.1");
+  for (int i = 0; i < 5; ++i) r.step();
+  const std::string now = r.trainer->save_checkpoint();
+  files = mdiff::list_checkpoints(ckpts);
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files.back().path, now);  // same step: the current format sorts last
+  FaultRun again = make_run(mdiff::TrainerOptions(10).out_dir(dir.path()), faulty_source([](int64_t, at::Tensor&) {}));
+  ASSERT_TRUE(again.trainer->resume());
+  EXPECT_EQ(again.trainer->step(), 5);
 }
 
 // A checkpoint is a safetensors StateFile: every field is checked before the trainer changes, and a
