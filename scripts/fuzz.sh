@@ -38,7 +38,7 @@ done
 
 bin=build/sanitize/bin
 if ((build)); then
-  export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}" CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+  source scripts/ccache-env.sh
   [[ -f build/sanitize/CMakeCache.txt ]] || cmake --preset sanitize >/dev/null
   cmake --build --preset sanitize -j "${MD_JOBS:-$(nproc)}" --target "${targets[@]}"
 fi

@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 
 preset="${1:-release}"
 ./scripts/install-deps.sh
-export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
-# Paths relative to the checkout, so ccache hits across clones in different folders.
-export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+source scripts/ccache-env.sh
 jobs="${MD_JOBS:-$(nproc)}"
 
 start=$(date +%s)
 cmake --preset "$preset"
+md_ccache_mark
 cmake --build --preset "$preset" -j "$jobs"
+md_ccache_report "test.sh ($preset)"
 built=$(date +%s)
 ctest --preset "$preset" -j "$jobs"
 done_at=$(date +%s)

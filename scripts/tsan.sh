@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
-export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+source scripts/ccache-env.sh
 jobs="${MD_JOBS:-$(nproc)}"
 start=$(date +%s)
 cmake --preset tsan >/dev/null

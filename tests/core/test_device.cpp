@@ -2,6 +2,7 @@
 #include <manifold_diffusion/core/version.h>
 
 #include "test_util.h"
+#include "md_test_paths.h"
 
 #include <ATen/Parallel.h>
 
