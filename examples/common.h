@@ -4,7 +4,6 @@
 #include <manifold_diffusion/manifold_diffusion.h>
 
 #include <CLI/CLI.hpp>
-#include <torch/serialize.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -83,13 +82,10 @@ inline void write_metrics(const std::string& dir, const nlohmann::json& metrics)
   fmt::print("{}\nmetrics: {}\n", metrics.dump(), std::filesystem::absolute(path).string());
 }
 
-/// Writes `x` as torch::save does, atomically; serialised in memory first, so a failed write (a
-/// full disk) is an error rather than LibTorch's writer ending the process.
-inline void save_tensor_file(const std::string& path, const at::Tensor& x) {
-  std::ostringstream bytes;
-  torch::save(x, bytes);
-  const std::string b = bytes.str();
-  mdiff::write_file_atomically(path, b.data(), b.size());
+/// Writes `x` as the one tensor `name` of a safetensors file, atomically (mdiff-embed, Python's
+/// safetensors and numpy-free tools read it).
+inline void save_tensor_file(const std::string& path, const std::string& name, const at::Tensor& x) {
+  mdiff::io::save_safetensors(path, {{name, x.detach().to(at::kCPU).contiguous()}}, {{"format", "pt"}});
 }
 
 /// Runs `body` and turns exceptions into a one-line error and exit status 1.

@@ -1,17 +1,16 @@
 // mdiff-embed: a 2-D map (t-SNE, Isomap, spectral, diffusion map or PCA) of real samples and
 // generated samples drawn as one picture, to see where generated samples leave the data manifold.
 //
-//   mdiff-embed --real fashion-mnist:test --generated out/sample/samples.pt --method tsne --out out/map
+//   mdiff-embed --real fashion-mnist:test --generated out/sample/samples.safetensors --method tsne --out out/map
 //   mdiff-embed --real data.npy --generated out/toy/samples.npy --method isomap --max-points 3000 --out out/map
 //   mdiff-embed --real images/ --generated generated_pngs/ --method pca --out out/map
 //
-// Inputs (--real, --generated): fashion-mnist[:train|test], a .npy file ([N, ...] float), a .pt
-// file (a tensor saved with torch::save, e.g. mdiff-sample's samples.pt), or a folder of PNGs.
+// Inputs (--real, --generated): fashion-mnist[:train|test], a .npy file ([N, ...] float), a
+// .safetensors file holding one tensor (e.g. mdiff-sample's samples.safetensors), or a folder of PNGs.
 // Writes map.png, map.svg, map.npy ([N, 3]: x, y, 1 for generated points) and metrics.json.
 
 #include "common.h"
 
-#include <torch/serialize.h>
 
 #include <chrono>
 #include <filesystem>
@@ -52,11 +51,15 @@ Loaded load_input(const std::string& spec, const char* flag, const at::Tensor& l
   at::Tensor t;
   if (ext == ".npy") {
     t = mdiff::data::read_npy(spec);
-  } else if (ext == ".pt") {
-    torch::load(t, spec);
+  } else if (ext == ".safetensors") {
+    const mdiff::io::Safetensors st = mdiff::io::load_safetensors(spec);
+    MD_CHECK_VALUE(st.tensors.size() == 1, flag, " '", spec, "' must hold one tensor, got ", st.tensors.size());
+    t = st.tensors[0].second;
   } else {
-    MD_CHECK_VALUE(false, flag, " '", spec, "': expected fashion-mnist[:train|test], a .npy or .pt file, or a folder "
-                   "of PNGs; got extension '", ext, "'");
+    MD_CHECK_VALUE(false, flag, " '", spec, "': expected fashion-mnist[:train|test], a .npy or .safetensors file, or a "
+                   "folder of PNGs; got extension '", ext, "'",
+                   ext == ".pt" ? " (LibTorch archives are not read: mdiff-sample --save-tensor writes .safetensors)"
+                                : "");
   }
   MD_CHECK_VALUE(t.defined() && t.dim() >= 2 && t.size(0) >= 1, flag, " '", spec, "' must hold a tensor [N, ...], got ",
                  mdiff::shape_string(t));
@@ -88,8 +91,8 @@ int main(int argc, char** argv) {
   std::string real_spec, generated_spec, method = "tsne";
   int64_t max_points = 2000, max_generated = -1, k = 12, iterations = 1000, landmarks = 1000, exact_max = 1000;
   double perplexity = 30.0;
-  app.add_option("--real", real_spec, "real samples: fashion-mnist[:train|test], a .npy/.pt file or a PNG folder")->required();
-  app.add_option("--generated", generated_spec, "generated samples: a .pt (mdiff-sample), .npy (mdiff-toy) file, a PNG folder, or fashion-mnist[:split]");
+  app.add_option("--real", real_spec, "real samples: fashion-mnist[:train|test], a .npy/.safetensors file or a PNG folder")->required();
+  app.add_option("--generated", generated_spec, "generated samples: a .safetensors (mdiff-sample), .npy (mdiff-toy) file, a PNG folder, or fashion-mnist[:split]");
   app.add_option("--method", method, "tsne, isomap, spectral, diffusion_map or pca")->capture_default_str();
   app.add_option("--max-points", max_points, "at most this many points of each input (a seeded random subset; 0: all)")
       ->capture_default_str()->check(CLI::Range(int64_t{0}, int64_t{100000000}));

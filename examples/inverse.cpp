@@ -7,14 +7,13 @@
 //
 // Operators: box[:size], random[:missing,seed], sr[:factor], blur[:size,sigma], gray.
 // Methods: none (A^+ y, no model), projection, repaint, mcg, dps, mpgd, dsg.
-// Writes panels.png (truth | measurement | restored, per image), restored.pt and metrics.json with
+// Writes panels.png (truth | measurement | restored, per image), restored.safetensors and metrics.json with
 // psnr, ssim (images in [-1, 1], data range 2), residual_ratio (|y - A x| over the expected noise
 // norm; over |y| when noise-free), feature_fd (restored vs real images, classifier features; not
 // FID), seconds_per_image and nfe_per_image.
 
 #include "image_model.h"
 
-#include <torch/serialize.h>
 
 #include <chrono>
 
@@ -257,7 +256,7 @@ int main(int argc, char** argv) {
     const at::Tensor panel = at::stack({truth.slice(0, 0, shown_n), vis.to(at::kFloat), shown.slice(0, 0, shown_n)}, 1)
                                  .flatten(0, 1);
     mdiff::io::save_image_grid(common.out + "/panels.png", panel, mdiff::io::GridOptions().nrow(12));
-    mdiff_program::save_tensor_file(common.out + "/restored.pt", restored);
+    mdiff_program::save_tensor_file(common.out + "/restored.safetensors", "restored", restored);
     mdiff_program::write_metrics(common.out, mj);
   });
 }

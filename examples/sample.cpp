@@ -7,12 +7,11 @@
 //   mdiff-sample --diffusers ddpm-pipeline --num-samples 16 --out out/d     # a diffusers DDPMPipeline folder
 //   mdiff-sample --run out/fmnist --export-diffusers out/fmnist-diffusers   # for diffusers' DDPMPipeline
 //
-// Writes grid.png, metrics.json and, with --save-tensor, samples.pt (float32 [N, C, H, W] in [-1, 1]).
+// Writes grid.png, metrics.json and, with --save-tensor, samples.safetensors (tensor "samples", float32 [N, C, H, W] in [-1, 1]).
 
 #include "image_model.h"
 
 
-#include <torch/serialize.h>
 
 #include <chrono>
 
@@ -47,7 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "sampling batch")->capture_default_str()->check(CLI::Range(1, 100000));
   app.add_option("--nrow", nrow, "images per grid row")->capture_default_str()->check(CLI::Range(1, 10000));
   app.add_option("--prompt", prompts, "class name(s) to draw, e.g. --prompt \"ankle boot\" (repeatable; the samples are split among them in order)");
-  app.add_flag("--save-tensor", save_tensor, "also write samples.pt");
+  app.add_flag("--save-tensor", save_tensor, "also write samples.safetensors");
   app.add_flag("--fd", fd, "Fashion-MNIST models: feature-FD, precision/recall and class agreement of the samples against the test set");
   app.add_option("--classifier", classifier_path, "feature classifier for --fd (trained and cached when missing)")->capture_default_str();
   std::string diffusers_dir, scheduler_config, export_dir;
@@ -139,7 +138,7 @@ int main(int argc, char** argv) {
     MD_CHECK(at::isfinite(x).all().item<bool>(), "sampling produced non-finite values");
     mdiff::io::save_image_grid(common.out + "/grid.png", x, mdiff::io::GridOptions().nrow(nrow));
     if (save_tensor) {
-      mdiff_program::save_tensor_file(common.out + "/samples.pt", x);
+      mdiff_program::save_tensor_file(common.out + "/samples.safetensors", "samples", x);
     }
     nlohmann::json m;
     m["program"] = "mdiff-sample";

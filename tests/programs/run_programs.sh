@@ -198,7 +198,7 @@ case "$case_name" in
       --sample-steps 3 --guidance 2 --save-tensor --threads 1 >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-sample"; }
     has_keys "$work/s/metrics.json" sample_seconds prompts
     grep -q "ankle boot" "$work/s/metrics.json" || fail "mdiff-sample did not record the prompt"
-    [[ -s "$work/s/grid.png" && -s "$work/s/samples.pt" ]] || fail "mdiff-sample outputs"
+    [[ -s "$work/s/grid.png" && -s "$work/s/samples.safetensors" ]] || fail "mdiff-sample outputs"
     "$bin/mdiff-sample" --run "$work/run" --out "$work/s2" --prompt "hat" >"$work/log4" 2>&1 && fail "unknown prompt accepted"
     grep -q "unknown class name 'hat'" "$work/log4" || { cat "$work/log4"; fail "unknown prompt message"; }
     "$bin/mdiff-sample" --run "$work/nothing" --out "$work/s3" >"$work/log5" 2>&1 && fail "missing run accepted"
@@ -215,7 +215,7 @@ case "$case_name" in
         --jump 1 --method "$method" --operator random:missing=0.5 --sigma-y 0.05 --no-fd --threads 1 \
         >"$work/inv_$method.log" 2>&1 || { cat "$work/inv_$method.log"; fail "mdiff-inverse --method $method"; }
       has_keys "$work/inv_$method/metrics.json" psnr ssim residual_ratio seconds_per_image nfe_per_image
-      [[ -s "$work/inv_$method/panels.png" && -s "$work/inv_$method/restored.pt" ]] || fail "mdiff-inverse outputs ($method)"
+      [[ -s "$work/inv_$method/panels.png" && -s "$work/inv_$method/restored.safetensors" ]] || fail "mdiff-inverse outputs ($method)"
     done
     "$bin/mdiff-inverse" --run "$work/run" --out "$work/inv_bad" --operator smudge >"$work/log8" 2>&1 && fail "unknown operator accepted"
     grep -q "unknown measurement operator 'smudge'" "$work/log8" || { cat "$work/log8"; fail "unknown operator message"; }
@@ -259,6 +259,23 @@ case "$case_name" in
     "$bin/mdiff-embed" --real fashion-mnist:test --generated "$work/tsne/map.npy" --max-points 50 --out "$work/x" \
       >"$work/e3" 2>&1 && fail "inputs of different dimensions accepted"
     grep -q "dimension 3" "$work/e3" || { cat "$work/e3"; fail "dimension message"; }
+    # A one-tensor safetensors file (as mdiff-sample --save-tensor writes), written by the Python
+    # standard library; a LibTorch archive (.pt) is refused by name.
+    python3 - "$work/points.safetensors" <<'PY'
+import json, random, struct, sys
+random.seed(0)
+rows, cols = 40, 4
+data = struct.pack("<%df" % (rows * cols), *[random.gauss(0, 1) for _ in range(rows * cols)])
+header = json.dumps({"samples": {"dtype": "F32", "shape": [rows, cols], "data_offsets": [0, len(data)]}}).encode()
+header += b" " * (-len(header) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(header)) + header + data)
+PY
+    "$bin/mdiff-embed" --real "$work/points.safetensors" --generated "$work/points.safetensors" --method isomap \
+      --threads 1 --out "$work/st" >"$work/log3" 2>&1 || { cat "$work/log3"; fail "mdiff-embed .safetensors"; }
+    grep -q '"n_real": 40' "$work/st/metrics.json" || fail "the safetensors input was not read whole"
+    printf 'PK\003\004' >"$work/old.pt"
+    "$bin/mdiff-embed" --real "$work/old.pt" --out "$work/x" >"$work/e4" 2>&1 && fail ".pt accepted"
+    grep -q "LibTorch archives are not read" "$work/e4" || { cat "$work/e4"; fail ".pt message"; }
     ;;
   help)
     for p in mdiff-toy mdiff-train mdiff-sample mdiff-classifier mdiff-embed mdiff-inverse; do
