@@ -106,6 +106,9 @@ put("fuzz_safetensors", "f32_i64_meta", safetensors(
 put("fuzz_safetensors", "bf16_f16_f64", safetensors(
     [("a", "BF16", [3], b"\x80\x3f\x00\x40\x40\x40"), ("b", "F16", [1], b"\x00\x3c"),
      ("c", "F64", [1], struct.pack("<d", -1.0))]))
+put("fuzz_safetensors", "ints_bool", safetensors(
+    [("i32", "I32", [2], struct.pack("<2i", -1, 7)), ("i16", "I16", [1], struct.pack("<h", -3)),
+     ("i8", "I8", [2], b"\xff\x01"), ("u8", "U8", [3], b"\x00\x80\xff"), ("b", "BOOL", [2], b"\x01\x00")]))
 put("fuzz_safetensors", "empty_tensor", safetensors([("e", "F32", [0, 4], b"")]))
 put("fuzz_safetensors", "nothing", safetensors([]))
 
