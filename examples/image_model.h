@@ -4,7 +4,7 @@
 
 #include "common.h"
 
-#include <cstdio>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -104,26 +104,35 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   if (checkpoint.empty()) {
     const auto files = mdiff::list_checkpoints(run_dir + "/checkpoints");
     MD_CHECK_VALUE(!files.empty(), "no checkpoint in '", run_dir, "/checkpoints'");
+    // The newest current-format file; a folder of 0.1 archives only gets their refusal by name.
     checkpoint = files.back().path;
+    for (auto it = files.rbegin(); it != files.rend(); ++it) {
+      if (!it->legacy) {
+        checkpoint = it->path;
+        break;
+      }
+    }
   }
   LoadedImageModel m;
   m.config = ImageModelConfig::load(config_path);
   m.unet = mdiff::UNet(m.config.unet);
   // A Trainer checkpoint (its metadata names the kind; the EMA or trained weights are taken), or
   // weights alone (mdiff-train's weights.safetensors / weights-ema.safetensors): as they are.
-  const mdiff::io::Safetensors file = mdiff::io::load_safetensors(checkpoint);
+  const bool archive = checkpoint.size() > 3 && checkpoint.compare(checkpoint.size() - 3, 3, ".pt") == 0;
+  const mdiff::io::Safetensors file = archive ? mdiff::io::Safetensors() : mdiff::io::load_safetensors(checkpoint);
   const auto kind = file.metadata.find("mdiff.kind");
-  if (kind != file.metadata.end() && kind->second == mdiff::kTrainerCheckpointKind) {
+  if (archive || (kind != file.metadata.end() && kind->second == mdiff::kTrainerCheckpointKind)) {
+    // (load_weights refuses a LibTorch archive by name.)
     m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
   } else {
     mdiff::load_module_state(*m.unet, file.tensors, "'" + checkpoint + "'");
     const auto it = file.metadata.find("step");
     m.step = -1;
     if (it != file.metadata.end()) {
-      long long step = 0;
-      MD_CHECK_VALUE(std::sscanf(it->second.c_str(), "%lld", &step) == 1, "'", checkpoint,
+      const char* end = it->second.data() + it->second.size();
+      const auto r = std::from_chars(it->second.data(), end, m.step);
+      MD_CHECK_VALUE(r.ec == std::errc() && r.ptr == end && !it->second.empty(), "'", checkpoint,
                      "': metadata 'step' is not an integer: '", it->second, "'");
-      m.step = step;
     }
   }
   m.unet->to(device);

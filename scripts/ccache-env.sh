@@ -9,7 +9,7 @@ export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-12G}"
 
 _md_ccache_counts() {
   command -v ccache >/dev/null || { echo "0 0"; return; }
-  ccache --print-stats 2>/dev/null |
+  { ccache --print-stats 2>/dev/null || true; } |
     awk '$1 == "direct_cache_hit" || $1 == "preprocessed_cache_hit" { h += $2 } $1 == "cache_miss" { m += $2 }
          END { print h + 0, m + 0 }'
 }

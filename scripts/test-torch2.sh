@@ -30,7 +30,7 @@ cmake --build --preset torch2-cuda -j "$jobs" --target manifold_diffusion md_tes
 programs=1
 if [[ -n "${MD_CI_DEADLINE:-}" ]] && (( $(date +%s) + ${MD_TORCH2_PROGRAMS_COST:-420} > MD_CI_DEADLINE )); then
   programs=0
-  ctest_extra+=(-LE "programs|packaging")
+  ctest_extra+=(-LE "programs|packaging|benchmark")
   echo "test-torch2.sh: the programs and packaging tests are skipped: $(( MD_CI_DEADLINE - $(date +%s) )) s left before the CI deadline; run ./scripts/test-torch2.sh for them"
 else
   cmake --build --preset torch2-cuda -j "$jobs"

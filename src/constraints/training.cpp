@@ -370,19 +370,31 @@ void AdversarialX0::load_state(const NamedTensors& state) {
     MD_CHECK(it != by_name.end(), "AdversarialX0::load_state: missing '", name, "'");
     return it->second;
   };
-  at::NoGradGuard no_grad;
-  for (auto& p : m.disc->named_parameters(true)) {
-    const at::Tensor v = take("param." + p.key());
-    MD_CHECK(v.sizes() == p.value().sizes(), "AdversarialX0::load_state: '", p.key(), "' has shape ", v.sizes(),
-             ", expected ", p.value().sizes());
-    p.value().copy_(v);
-  }
+  // Every value is checked before anything changes.
+  auto checked = [&](const std::string& name, const at::Tensor& like) {
+    const at::Tensor v = take(name);
+    MD_CHECK(v.sizes() == like.sizes() && at::isFloatingType(v.scalar_type()), "AdversarialX0::load_state: '", name,
+             "' is ", v.scalar_type(), " of shape ", v.sizes(), ", expected floating point of shape ", like.sizes());
+    MD_CHECK(at::isfinite(v).all().item<bool>(), "AdversarialX0::load_state: '", name, "' has non-finite values");
+    return v;
+  };
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // destination, source
+  for (auto& p : m.disc->named_parameters(true)) copies.emplace_back(p.value(), checked("param." + p.key(), p.value()));
   for (size_t i = 0; i < m.params.size(); ++i) {
-    m.exp_avg[i].copy_(take("exp_avg." + std::to_string(i)));
-    m.exp_avg_sq[i].copy_(take("exp_avg_sq." + std::to_string(i)));
+    copies.emplace_back(m.exp_avg[i], checked("exp_avg." + std::to_string(i), m.exp_avg[i]));
+    const at::Tensor sq = checked("exp_avg_sq." + std::to_string(i), m.exp_avg_sq[i]);
+    MD_CHECK(!(sq < 0).any().item<bool>(), "AdversarialX0::load_state: 'exp_avg_sq.", i, "' has negative values");
+    copies.emplace_back(m.exp_avg_sq[i], sq);
   }
-  m.d_steps = take("d_steps").item<int64_t>();
-  set_generator_state(m.gen, take("generator"));
+  const at::Tensor d = take("d_steps");
+  MD_CHECK(d.scalar_type() == at::kLong && d.numel() == 1 && d.item<int64_t>() >= 0,
+           "AdversarialX0::load_state: 'd_steps' must be one int64 >= 0, got ", d.scalar_type(), " ", d.sizes());
+  const at::Tensor gen = take("generator");
+  // The generator first: LibTorch checks its size, and it is the last check that can fail.
+  set_generator_state(m.gen, gen);
+  at::NoGradGuard no_grad;
+  for (auto& [dst, src] : copies) dst.copy_(src);
+  m.d_steps = d.item<int64_t>();
   m.pending.clear();
 }
 

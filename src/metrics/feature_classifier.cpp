@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <charconv>
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
@@ -237,9 +238,9 @@ ImageClassifier load_classifier(const std::string& path, c10::Device device) {
   {
     const auto it = f.metadata.find("dropout");
     MD_CHECK(it != f.metadata.end(), what, ": no 'dropout' metadata");
-    char* end = nullptr;
-    dropout = std::strtod(it->second.c_str(), &end);
-    MD_CHECK(!it->second.empty() && end == it->second.c_str() + it->second.size(), what, ": 'dropout' is not a number: '",
+    const char* end = it->second.data() + it->second.size();
+    const auto r = std::from_chars(it->second.data(), end, dropout);  // locale-independent
+    MD_CHECK(!it->second.empty() && r.ec == std::errc() && r.ptr == end, what, ": 'dropout' is not a number: '",
              it->second, "'");
   }
   ImageClassifierOptions opts;
@@ -255,8 +256,19 @@ ImageClassifier load_classifier(const std::string& path, c10::Device device) {
   } catch (const c10::Error& e) {
     MD_CHECK(false, what, ": ", e.what_without_backtrace());
   }
+  // The options decide what constructing the model allocates: its weights alone must fit in the
+  // file's tensors, or a few bytes of metadata could ask for any amount of memory.
+  const NamedTensors state = f.section("model");
+  double stored = 0;
+  for (const auto& [name, t] : state) stored += static_cast<double>(t.numel());
+  const double w = static_cast<double>(opts.width()), side = static_cast<double>(opts.image_size() / 4),
+               fd = static_cast<double>(opts.feature_dim());
+  const double weights = 9 * (static_cast<double>(opts.in_channels()) * w + w * w + 2 * w * w + 4 * w * w) +
+                         2 * w * side * side * fd + fd * static_cast<double>(opts.num_classes());
+  MD_CHECK(weights <= stored, what, ": its options ask for at least ", weights, " weights but the file holds ", stored,
+           " values");
   ImageClassifier model(opts);
-  load_module_state(*model, f.section("model"), what);
+  load_module_state(*model, state, what);
   model->to(device);
   model->eval();
   return model;

@@ -224,13 +224,26 @@ Autoencoder load_autoencoder(const std::string& path) {
   const StateFile f = StateFile::load(path, kAutoencoderKind, kAutoencoderFormat, what);
   const auto opts = f.metadata.find("options");
   MD_CHECK(opts != f.metadata.end(), what, " has no 'options' metadata");
-  Autoencoder ae{nullptr};
+  AutoencoderOptions o = AutoencoderOptions::mlp(1, 1);
   try {
-    ae = Autoencoder(AutoencoderOptions::from_json(opts->second));
+    o = AutoencoderOptions::from_json(opts->second);
   } catch (const c10::Error& e) {
     MD_CHECK(false, what, ": bad options: ", e.what_without_backtrace());
   }
-  load_module_state(*ae, f.section("model"), what);
+  // The options decide what constructing the model allocates: its weights alone must fit in the
+  // file's tensors, or a few bytes of metadata could ask for any amount of memory.
+  const NamedTensors model = f.section("model");
+  double stored = 0;
+  for (const auto& [name, t] : model) stored += static_cast<double>(t.numel());
+  const double h = static_cast<double>(o.hidden()), in = static_cast<double>(o.input()),
+               lat = static_cast<double>(o.latent());
+  const double weights = o.kind() == AutoencoderKind::MLP
+                             ? 2 * (in * h + static_cast<double>(o.layers() - 1) * h * h + h * lat)
+                             : 2 * (9 * in * h + 32 * h * h + 64 * h * h + 18 * h * lat);
+  MD_CHECK(weights <= stored, what, ": its options ask for at least ", weights, " weights but the file holds ", stored,
+           " values");
+  Autoencoder ae(o);
+  load_module_state(*ae, model, what);
   ae->eval();
   return ae;
 }

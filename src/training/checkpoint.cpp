@@ -185,20 +185,20 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir) {
     const std::string name = entry.path().filename().string();
     std::smatch m;
     if (entry.is_regular_file(ec) && std::regex_match(name, m, pattern)) {
-      out.push_back({entry.path().string(), std::stoll(m[1].str())});
+      out.push_back({entry.path().string(), std::stoll(m[1].str()), m[2].str() == "pt"});
     }
   }
   // For one step, a 0.1 file (.pt) sorts before the current one, so the newest readable file is last.
-  auto legacy = [](const CheckpointFile& c) { return c.path.size() >= 3 && c.path.compare(c.path.size() - 3, 3, ".pt") == 0; };
-  std::sort(out.begin(), out.end(), [&](const CheckpointFile& a, const CheckpointFile& b) {
-    return a.step != b.step ? a.step < b.step : legacy(a) > legacy(b);
+  std::sort(out.begin(), out.end(), [](const CheckpointFile& a, const CheckpointFile& b) {
+    return a.step != b.step ? a.step < b.step : a.legacy > b.legacy;
   });
   return out;
 }
 
 void prune_checkpoints(const std::string& dir, int64_t keep) {
   MD_CHECK_VALUE(keep >= 1, "keep_last must be >= 1, got ", keep);
-  const auto files = list_checkpoints(dir);
+  std::vector<CheckpointFile> files = list_checkpoints(dir);
+  files.erase(std::remove_if(files.begin(), files.end(), [](const CheckpointFile& c) { return c.legacy; }), files.end());
   std::error_code ec;
   for (size_t i = 0; i + static_cast<size_t>(keep) < files.size(); ++i) fs::remove(files[i].path, ec);
   // Temporary files left by a killed writer of another process.
@@ -266,6 +266,8 @@ void load_module_state(torch::nn::Module& module, const NamedTensors& source, co
     MD_CHECK(it != by_name.end(), what, ": no saved value for '", name, "' (the model differs from the saved one)");
     MD_CHECK(it->second.sizes() == dst.sizes(), what, ": '", name, "' has shape ", it->second.sizes(),
              " but the model expects ", dst.sizes());
+    MD_CHECK(!at::isFloatingType(dst.scalar_type()) || at::isFloatingType(it->second.scalar_type()), what, ": '", name,
+             "' holds ", it->second.scalar_type(), " values but the model's tensor is ", dst.scalar_type());
     used.insert(name);
     plan.emplace_back(dst, &it->second);
   };

@@ -21,6 +21,8 @@
 #include <limits>
 #include <map>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define MD_HAS_DEVICE_AUTOCAST 1
@@ -201,27 +203,36 @@ std::vector<at::Generator> default_generators() {
   return gens;
 }
 
-// The optimizer's per-parameter state slot (keyed by the parameter's TensorImpl; LibTorch 2 keys by
-// the pointer, 1.x by its string form).
+// The optimizer's per-parameter state key: LibTorch keys its state map by the parameter's
+// TensorImpl, as the pointer itself (2.2 and later) or as its text (before); the map's key type
+// decides, so every LibTorch version compiles.
+using OptimizerStateKey =
+    typename std::decay_t<decltype(std::declval<torch::optim::AdamW&>().state())>::key_type;
+
+template <class Key>
+Key state_key_as(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;  // what LibTorch's own key is: the pointer streamed
+    text << p.unsafeGetTensorImpl();
+    return text.str();
+  } else {
+    return Key(p.unsafeGetTensorImpl());
+  }
+}
+
+OptimizerStateKey state_key(const at::Tensor& p) { return state_key_as<OptimizerStateKey>(p); }
+
 std::unique_ptr<torch::optim::OptimizerParamState>* find_param_state(torch::optim::AdamW& opt, const at::Tensor& p) {
-#if TORCH_VERSION_MAJOR >= 2
-  auto it = opt.state().find(p.unsafeGetTensorImpl());
-#else
-  auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
-#endif
+  auto it = opt.state().find(state_key(p));
   return it == opt.state().end() ? nullptr : &it->second;
 }
 
 void set_param_state(torch::optim::AdamW& opt, const at::Tensor& p, std::unique_ptr<torch::optim::AdamWParamState> s) {
-#if TORCH_VERSION_MAJOR >= 2
-  opt.state()[p.unsafeGetTensorImpl()] = std::move(s);
-#else
-  opt.state()[c10::guts::to_string(p.unsafeGetTensorImpl())] = std::move(s);
-#endif
+  opt.state()[state_key(p)] = std::move(s);
 }
 
 // AdamW's state as named tensors: "<i>.step", "<i>.exp_avg", "<i>.exp_avg_sq" (and
-// "<i>.max_exp_avg_sq" with amsgrad) for the i-th parameter that has state.
+// "<i>.max_exp_avg_sq" with amsgrad), i the index in `params`, for the parameters that have state.
 NamedTensors optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor>& params) {
   NamedTensors out;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -239,7 +250,7 @@ NamedTensors optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Ten
 
 // The inverse of optimizer_state(), checked completely before `opt` is touched.
 void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor>& params, const NamedTensors& state,
-                          const std::string& what) {
+                          const std::string& what, bool trusted) {
   struct Slot {
     at::Tensor step, exp_avg, exp_avg_sq, max_exp_avg_sq;
   };
@@ -249,8 +260,9 @@ void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor
     size_t i = 0;
     const char* end = name.data() + (dot == std::string::npos ? 0 : dot);
     const auto r = std::from_chars(name.data(), end, i);
-    MD_CHECK(dot != std::string::npos && dot > 0 && r.ec == std::errc() && r.ptr == end, what,
-             ": optimizer entry '", name, "' is not of the form <index>.<field>");
+    MD_CHECK(dot != std::string::npos && dot > 0 && r.ec == std::errc() && r.ptr == end &&
+                 name.compare(0, dot, std::to_string(i)) == 0,
+             what, ": optimizer entry '", name, "' is not of the form <index>.<field>");
     MD_CHECK(i < params.size(), what, ": optimizer entry '", name, "' is for parameter ", i, " but the model has ",
              params.size(), " parameters");
     const std::string field = name.substr(dot + 1);
@@ -277,14 +289,14 @@ void load_optimizer_state(torch::optim::AdamW& opt, const std::vector<at::Tensor
       MD_CHECK(at::isFloatingType(m.scalar_type()) && m.sizes() == p.sizes(), who, ": ", field, " has dtype ",
                m.scalar_type(), " and shape ", m.sizes(), ", but the parameter is ", p.scalar_type(), " of shape ",
                p.sizes());
-      MD_CHECK(at::isfinite(m).all().item<bool>(), who, ": ", field, " has non-finite values");
+      MD_CHECK(trusted || at::isfinite(m).all().item<bool>(), who, ": ", field, " has non-finite values");
       return m.to(p.options()).clone();
     };
     auto st = std::make_unique<torch::optim::AdamWParamState>();
     st->step(step);
     st->exp_avg(moment(s.exp_avg, "exp_avg"));
     st->exp_avg_sq(moment(s.exp_avg_sq, "exp_avg_sq"));
-    MD_CHECK(!(st->exp_avg_sq() < 0).any().item<bool>(), who, ": exp_avg_sq has negative values");
+    MD_CHECK(trusted || !(st->exp_avg_sq() < 0).any().item<bool>(), who, ": exp_avg_sq has negative values");
     if (s.max_exp_avg_sq.defined()) st->max_exp_avg_sq(moment(s.max_exp_avg_sq, "max_exp_avg_sq"));
     built.emplace_back(i, std::move(st));
   }
@@ -689,6 +701,7 @@ StateFile Trainer::checkpoint_state(bool copy) const {
   f.metadata["step"] = std::to_string(step_);
   f.metadata["skipped"] = std::to_string(skipped_);
   f.metadata["total_steps"] = std::to_string(options_.steps());
+  f.metadata["optimizer"] = optimizer_description();
   f.add_section("model", own_all(module_state(*model_)));
   if (ema_) f.add_section("ema", own_all(ema_->named_state()));
   f.add_section("optimizer", own_all(optimizer_state(*optimizer_, model_->parameters(true))));
@@ -732,58 +745,92 @@ void Trainer::load_checkpoint_bytes(const std::string& bytes, const std::string&
                    what);
 }
 
-void Trainer::apply_checkpoint(const StateFile& f, const std::string& what) {
-  // A file can pass every check and still be refused half-way (a random state LibTorch rejects, a
-  // data position the source refuses): then the state from before is put back.
-  const StateFile before = checkpoint_state(true);
-  try {
-    apply_checkpoint_unchecked(f, what);
-  } catch (const c10::Error& e) {
-    apply_checkpoint_unchecked(before, "Trainer: the state before the failed load");
-    const std::string msg = e.what_without_backtrace();
-    if (msg.rfind(what, 0) == 0) throw;
-    MD_CHECK(false, what, ": ", msg);
-  }
-}
+// A checkpoint read and checked against this trainer, ready to apply.
+struct Trainer::ParsedCheckpoint {
+  int64_t step = 0, skipped = 0;
+  double loss_mean = 0, norm_mean = 0;
+  int64_t accepted = 0, consecutive_skips = 0, rollbacks = 0;
+  NamedTensors model, ema, rng, data;
+  std::vector<NamedTensors> term_states;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+};
 
-void Trainer::apply_checkpoint_unchecked(const StateFile& f, const std::string& what) {
-  const int64_t step = f.metadata_int("step");
-  const int64_t skipped = f.metadata_int("skipped");
-  MD_CHECK(step >= 0 && step <= options_.steps(), what, ": step ", step, " is outside this run's 0..",
+Trainer::ParsedCheckpoint Trainer::parse_checkpoint(const StateFile& f, const std::string& what, bool trusted) {
+  ParsedCheckpoint c;
+  c.step = f.metadata_int("step");
+  c.skipped = f.metadata_int("skipped");
+  MD_CHECK(c.step >= 0 && c.step <= options_.steps(), what, ": step ", c.step, " is outside this run's 0..",
            options_.steps());
-  MD_CHECK(skipped >= 0 && skipped <= step, what, ": skipped ", skipped, " is outside 0..", step);
+  MD_CHECK(c.skipped >= 0 && c.skipped <= c.step, what, ": skipped ", c.skipped, " is outside 0..", c.step);
   at::Tensor guard;
   for (const auto& [name, t] : f.section("guard")) {
     if (name == "values") guard = t;
   }
-  MD_CHECK(guard.defined() && guard.scalar_type() == at::kDouble && guard.dim() == 1 && guard.numel() == 5 &&
-               at::isfinite(guard).all().item<bool>(),
-           what, ": missing or bad 'guard/values' entry");
-  const NamedTensors model = f.section("model");
-  for (const auto& [name, t] : model) {
-    MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), what, ": model tensor '",
-             name, "' has non-finite values");
+  MD_CHECK(guard.defined() && guard.scalar_type() == at::kDouble && guard.dim() == 1 && guard.numel() == 5, what,
+           ": missing or bad 'guard/values' entry (expected 5 float64 values)");
+  const auto g = guard.contiguous();
+  const double* v = g.data_ptr<double>();
+  c.loss_mean = v[0];
+  c.norm_mean = v[1];
+  // The counters are whole numbers within the steps taken; anything else (a cast of 1e300 to an
+  // integer is undefined) is refused.
+  auto count = [&](double x, int64_t most, const char* field) {
+    MD_CHECK(trusted || (std::isfinite(x) && x >= 0 && x <= static_cast<double>(most) && x == std::floor(x)), what,
+             ": guard value '", field, "' must be a whole number in 0..", most, ", got ", x);
+    return static_cast<int64_t>(x);
+  };
+  if (!trusted) {
+    MD_CHECK(std::isfinite(c.loss_mean) && c.loss_mean >= 0 && std::isfinite(c.norm_mean) && c.norm_mean >= 0, what,
+             ": guard means must be finite and >= 0, got loss ", c.loss_mean, " and gradient norm ", c.norm_mean);
   }
-  const NamedTensors ema = ema_ ? f.section("ema") : NamedTensors();
-  const NamedTensors rng = f.section("rng");
-  const NamedTensors data = f.section("data");
-  std::vector<NamedTensors> term_states;
-  for (const auto& [term, w] : terms_) term_states.push_back(f.section("term." + term->name()));
-  for (const auto& [name, st] : rng) {
+  c.accepted = count(v[2], c.step, "accepted");
+  c.consecutive_skips = count(v[3], c.skipped, "consecutive_skips");
+  c.rollbacks = count(v[4], c.step, "rollbacks");
+
+  // The model: every floating-point parameter or buffer gets floating-point, finite values (names
+  // and shapes are checked by load_module_state before it copies anything).
+  c.model = f.section("model");
+  c.ema = ema_ ? f.section("ema") : NamedTensors();
+  if (!trusted) {
+    std::map<std::string, at::ScalarType> own;
+    for (const auto& p : model_->named_parameters(true)) own[p.key()] = p.value().scalar_type();
+    for (const auto& b : model_->named_buffers(true)) own["buffer:" + b.key()] = b.value().scalar_type();
+    // `key` maps a saved name to the model's ("" for entries that are not the model's tensors).
+    auto check_values = [&](const NamedTensors& list, const char* section,
+                            const std::function<std::string(const std::string&)>& key) {
+      for (const auto& [name, t] : list) {
+        MD_CHECK(!at::isFloatingType(t.scalar_type()) || at::isfinite(t).all().item<bool>(), what, ": ", section,
+                 " tensor '", name, "' has non-finite values");
+        const auto it = own.find(key(name));
+        MD_CHECK(it == own.end() || at::isFloatingType(it->second) == at::isFloatingType(t.scalar_type()), what, ": ",
+                 section, " tensor '", name, "' has dtype ", t.scalar_type(), " but the model holds ", it->second);
+      }
+    };
+    check_values(c.model, "model", [](const std::string& n) { return n; });
+    check_values(c.ema, "ema", [](const std::string& n) {
+      if (n.rfind("param.", 0) == 0) return n.substr(6);
+      if (n.rfind("buffer.", 0) == 0) return "buffer:" + n.substr(7);
+      return std::string();
+    });
+  }
+  c.rng = f.section("rng");
+  for (const auto& [name, st] : c.rng) {
     MD_CHECK(st.scalar_type() == at::kByte && st.dim() == 1, what, ": random state '", name,
              "' must be a 1-d uint8 tensor, got ", st.scalar_type(), " of shape ", st.sizes());
   }
+  c.data = f.section("data");
+  for (const auto& [term, w] : terms_) c.term_states.push_back(f.section("term." + term->name()));
+  c.optimizer = make_optimizer();
+  load_optimizer_state(*c.optimizer, model_->parameters(true), f.section("optimizer"), what, trusted);
+  return c;
+}
 
-  // Everything is read; build the new optimizer state, then apply. The model first (it validates
-  // names and shapes before copying), then the rest.
-  const auto params = model_->parameters(true);
-  auto optimizer = make_optimizer();
-  load_optimizer_state(*optimizer, params, f.section("optimizer"), what);
-  load_module_state(*model_, model, what);
-  optimizer_ = std::move(optimizer);
-  if (ema_) ema_->load_named_state(ema);
+void Trainer::apply_parsed(ParsedCheckpoint& c, const std::string& what) {
+  load_module_state(*model_, c.model, what);  // checks names and shapes before it copies
+  optimizer_ = std::move(c.optimizer);
+  if (ema_) ema_->load_named_state(c.ema);
   auto defaults = default_generators();
-  for (const auto& [name, st] : rng) {
+  for (const auto& [name, st] : c.rng) {
     if (name == "trainer") {
       set_generator_state(gen_, st);
     } else if (name.rfind("default", 0) == 0) {
@@ -795,20 +842,59 @@ void Trainer::apply_checkpoint_unchecked(const StateFile& f, const std::string& 
       }
     }
   }
-  for (const auto& [name, st] : data) {
+  for (const auto& [name, st] : c.data) {
     if (name == "train") {
       MD_CHECK(static_cast<bool>(train_.load_state), what, ": the data source cannot restore its position");
       train_.load_state(st);
     }
   }
-  for (size_t i = 0; i < terms_.size(); ++i) terms_[i].first->load_state(term_states[i]);
-  step_ = step;
-  skipped_ = skipped;
-  loss_mean_ = guard[0].item<double>();
-  norm_mean_ = guard[1].item<double>();
-  accepted_ = static_cast<int64_t>(guard[2].item<double>());
-  consecutive_skips_ = static_cast<int64_t>(guard[3].item<double>());
-  rollbacks_ = static_cast<int64_t>(guard[4].item<double>());
+  for (size_t i = 0; i < terms_.size(); ++i) terms_[i].first->load_state(c.term_states[i]);
+  step_ = c.step;
+  skipped_ = c.skipped;
+  loss_mean_ = c.loss_mean;
+  norm_mean_ = c.norm_mean;
+  accepted_ = c.accepted;
+  consecutive_skips_ = c.consecutive_skips;
+  rollbacks_ = c.rollbacks;
+}
+
+std::string Trainer::optimizer_description() const {
+  return fmt::format("AdamW betas {} {} eps {} weight_decay {}", options_.beta1(), options_.beta2(), options_.adam_eps(),
+                     options_.weight_decay());
+}
+
+void Trainer::apply_checkpoint(const StateFile& f, const std::string& what) {
+  // Everything the file alone decides is checked first: a failure there changes nothing.
+  ParsedCheckpoint parsed = parse_checkpoint(f, what, /*trusted=*/false);
+  // The optimizer's settings come from this trainer's options (the learning rate from the step);
+  // a checkpoint trained with other settings resumes, but not as the run it came from would.
+  const auto saved = f.metadata.find("optimizer");
+  if (saved != f.metadata.end() && saved->second != optimizer_description() && is_main_process()) {
+    fmt::print(stderr, "warning: {} was trained with {}; it resumes with this trainer's {}\n", what, saved->second,
+               optimizer_description());
+  }
+  // Applying can still be refused half-way (a random state LibTorch rejects, a data position or a
+  // loss-term state its owner refuses, any exception of theirs): the state from before, kept
+  // here, is put back without the file checks (it may hold non-finite weights: it is the
+  // trainer's own).
+  ParsedCheckpoint before = parse_checkpoint(checkpoint_state(true), "Trainer: the state before the load", true);
+  std::string msg;
+  try {
+    apply_parsed(parsed, what);
+    return;
+  } catch (const c10::Error& e) {
+    msg = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  try {
+    apply_parsed(before, "Trainer: the state before the load");
+  } catch (const std::exception& e) {
+    MD_CHECK(false, what, ": ", msg, "; putting the previous state back failed as well: ", e.what(),
+             " (the trainer's state is now undefined: load a checkpoint)");
+  }
+  if (msg.rfind(what, 0) == 0) MD_CHECK(false, msg);
+  MD_CHECK(false, what, ": ", msg);
 }
 
 bool Trainer::resume() {

@@ -352,6 +352,12 @@ TEST(TrainerFaults, EveryDamagedCheckpointFieldIsAClearErrorAndChangesNothing) {
   r.step();  // the trainer moves on from the file: a load that changed anything would show
   const auto before = r.params();
   const int64_t step_before = r.trainer->step();
+  // The whole state (weights, EMA, optimizer moments, random and data state, counters), as bytes.
+  auto state_bytes = [&] {
+    r.trainer->save_checkpoint(dir.file("state.safetensors"));
+    return mdiff::read_file_bytes(dir.file("state.safetensors"));
+  };
+  const std::vector<uint8_t> state_before = state_bytes();
 
   auto bytes_of = [](const mdiff::StateFile& f) {
     const std::vector<uint8_t> b = f.encode();
@@ -427,6 +433,32 @@ TEST(TrainerFaults, EveryDamagedCheckpointFieldIsAClearErrorAndChangesNothing) {
                    {"RNG state"}});
   cases.push_back({"guard", with_tensor("guard/values", [](const at::Tensor& t) { return t.narrow(0, 0, 4); }),
                    {"'guard/values'"}});
+  cases.push_back({"guard counter",
+                   with_tensor("guard/values", [](const at::Tensor& t) {
+                     at::Tensor c = t.clone();
+                     c[2] = 1e300;
+                     return c;
+                   }),
+                   {"guard value 'accepted' must be a whole number in 0..2", "1e+300"}});
+  cases.push_back({"guard mean",
+                   with_tensor("guard/values", [](const at::Tensor& t) {
+                     at::Tensor c = t.clone();
+                     c[0] = -1.0;
+                     return c;
+                   }),
+                   {"guard means must be finite and >= 0"}});
+  cases.push_back({"model dtype", with_tensor("model/" + first_param, [](const at::Tensor& t) { return t.to(at::kBool); }),
+                   {first_param, "has dtype Bool but the model holds Float"}});
+  cases.push_back({"ema NaN",
+                   with_tensor("ema/param." + first_param, [](const at::Tensor& t) { return t.clone().fill_(std::nan("")); }),
+                   {"ema tensor", "non-finite"}});
+  {
+    mdiff::StateFile f = file;
+    for (auto& [n, t] : f.tensors) {
+      if (n == "optimizer/1.step") n = "optimizer/01.step";
+    }
+    cases.push_back({"optimizer index alias", bytes_of(f), {"'01.step' is not of the form <index>.<field>"}});
+  }
 
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
@@ -435,6 +467,7 @@ TEST(TrainerFaults, EveryDamagedCheckpointFieldIsAClearErrorAndChangesNothing) {
     for (const auto& e : c.expected) EXPECT_NE(message.find(e), std::string::npos) << "want '" << e << "' in: " << message;
     EXPECT_TRUE(same(r.params(), before));
     EXPECT_EQ(r.trainer->step(), step_before);
+    EXPECT_TRUE(state_bytes() == state_before) << "the trainer's state changed";
   }
   // The same refusals from a file, and from load_weights.
   {

@@ -5,7 +5,7 @@
 /// Example:
 /// \code
 ///   mdiff::atomic_write_text("out/metrics.json", json);
-///   mdiff::atomic_write("out/model.pt", [&](const std::string& tmp) { torch::save(net, tmp); });
+///   mdiff::atomic_write("out/points.csv", [&](const std::string& tmp) { std::ofstream(tmp) << csv_text; });
 ///   std::vector<uint8_t> bytes = mdiff::read_file_bytes("image.png", 1 << 26);
 /// \endcode
 

@@ -6,7 +6,7 @@
 ///
 /// Example:
 /// \code
-///   mdiff::atomic_write("out/model.pt", [&](const std::string& tmp) { torch::save(net, tmp); });
+///   mdiff::atomic_write("out/points.csv", [&](const std::string& tmp) { std::ofstream(tmp) << csv_text; });
 ///   auto files = mdiff::list_checkpoints("out/checkpoints");   // oldest first
 /// \endcode
 
@@ -36,6 +36,9 @@ namespace manifold_diffusion {
 struct CheckpointFile {
   std::string path;
   int64_t step = 0;
+  /// A `ckpt-<step>.pt` LibTorch archive of manifold_diffusion 0.1: listed so that a run is never
+  /// silently restarted (loading it is refused by name), never pruned.
+  bool legacy = false;
 };
 
 /// A state file of this library: trainer checkpoints, autoencoders and classifiers are written as
@@ -120,7 +123,8 @@ std::vector<CheckpointFile> list_checkpoints(const std::string& dir);
 /// The path of the checkpoint for `step` in `dir`.
 std::string checkpoint_path(const std::string& dir, int64_t step);
 
-/// Deletes all but the newest `keep` checkpoints in `dir` (and stale temporary files).
+/// Deletes all but the newest `keep` checkpoints in `dir` (and stale temporary files). Legacy
+/// (0.1) files neither count nor are deleted.
 void prune_checkpoints(const std::string& dir, int64_t keep);
 
 /// Writes `archive` to `path` atomically, serialised in memory first: a full disk or an I/O error

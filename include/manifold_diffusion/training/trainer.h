@@ -294,9 +294,12 @@ class Trainer {
   void open_log();
   std::unique_ptr<torch::optim::AdamW> make_optimizer() const;
   at::Tensor prepare_labels(const at::Tensor& labels);
+  struct ParsedCheckpoint;
   void apply_checkpoint(const StateFile& file, const std::string& what);
-  void apply_checkpoint_unchecked(const StateFile& file, const std::string& what);
+  ParsedCheckpoint parse_checkpoint(const StateFile& file, const std::string& what, bool trusted);
+  void apply_parsed(ParsedCheckpoint& checkpoint, const std::string& what);
   StateFile checkpoint_state(bool copy) const;
+  std::string optimizer_description() const;
   bool resume_distributed();
   void checkpoint_collectively();
 
