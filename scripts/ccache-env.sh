@@ -2,7 +2,7 @@
 #   CCACHE_DIR      default ~/.cache/ccache
 #   CCACHE_BASEDIR  default the checkout, so that paths are relative and clones in other folders hit
 #   CCACHE_MAXSIZE  default 12G: four presets (release, sanitize, tsan, torch2-cuda) need about 8 GB
-#   CCACHE_HASHDIR  default false: the sanitizer presets compile with line tables (-g), and ccache
+#   CCACHE_NOHASHDIR default set (hash_dir = false): the sanitizer presets compile with line tables (-g), and ccache
 #                   would otherwise hash the build folder into every such object, so that no other
 #                   clone ever hit (measured: 0 hits in 126 for a fresh clone's sanitize build). The
 #                   cost: line tables of a cached object name the folder that first compiled it.
@@ -10,7 +10,8 @@
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-12G}"
-export CCACHE_HASHDIR="${CCACHE_HASHDIR:-false}"
+# (ccache reads booleans from the presence of CCACHE_X or CCACHE_NOX; "false" is an error.)
+[[ -n "${CCACHE_HASHDIR:-}" ]] || export CCACHE_NOHASHDIR=1
 
 _md_ccache_counts() {
   command -v ccache >/dev/null || { echo "0 0"; return; }
