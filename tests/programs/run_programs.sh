@@ -73,7 +73,9 @@ case "$case_name" in
     # 10 times, at random moments and (every other kill) while a checkpoint file is being written,
     # and resumed after each kill. No checkpoint may
     # ever be unreadable, and the final samples must equal an uninterrupted run's byte for byte.
-    args=(--dataset moons --steps 2000 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
+    # 3000 steps: with checkpoints written as safetensors a release run takes about 350 steps/s,
+    # and 2000 steps could finish before the 10th kill (seen: 8 kills).
+    args=(--dataset moons --steps 3000 --n-train 1000 --batch 64 --hidden 32 --blocks 1 --num-samples 200
           --sample-steps 5 --checkpoint-every 1 --threads 1 --seed 5)
     "$bin/mdiff-toy" --out "$work/full" "${args[@]}" >"$work/full.log" 2>&1 || { cat "$work/full.log"; fail "uninterrupted run"; }
     kills=0; mid_write=0; runs=0
@@ -93,13 +95,13 @@ case "$case_name" in
       done
       if (( runs % 2 == 0 )); then
         # Every other kill waits until a checkpoint file is being written.
-        sleep 0.4
+        sleep 0.15
         for _ in $(seq 1 3000); do
           compgen -G "$work/killed/checkpoints/*.safetensors.tmp.*" >/dev/null && break
           sleep 0.001
         done
       else
-        sleep "0.$((45 + RANDOM % 55))"
+        sleep "0.$((15 + RANDOM % 35))"
       fi
       if kill -9 "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null || true
