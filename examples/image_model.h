@@ -4,7 +4,6 @@
 
 #include "common.h"
 
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -116,25 +115,9 @@ inline LoadedImageModel load_image_model(const std::string& run_dir, std::string
   LoadedImageModel m;
   m.config = ImageModelConfig::load(config_path);
   m.unet = mdiff::UNet(m.config.unet);
-  // A Trainer checkpoint (its metadata names the kind; the EMA or trained weights are taken), or
-  // weights alone (mdiff-train's weights.safetensors / weights-ema.safetensors): as they are.
-  const bool archive = checkpoint.size() > 3 && checkpoint.compare(checkpoint.size() - 3, 3, ".pt") == 0;
-  const mdiff::io::Safetensors file = archive ? mdiff::io::Safetensors() : mdiff::io::load_safetensors(checkpoint);
-  const auto kind = file.metadata.find("mdiff.kind");
-  if (archive || (kind != file.metadata.end() && kind->second == mdiff::kTrainerCheckpointKind)) {
-    // (load_weights refuses a LibTorch archive by name.)
-    m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
-  } else {
-    mdiff::load_module_state(*m.unet, file.tensors, "'" + checkpoint + "'");
-    const auto it = file.metadata.find("step");
-    m.step = -1;
-    if (it != file.metadata.end()) {
-      const char* end = it->second.data() + it->second.size();
-      const auto r = std::from_chars(it->second.data(), end, m.step);
-      MD_CHECK_VALUE(r.ec == std::errc() && r.ptr == end && !it->second.empty(), "'", checkpoint,
-                     "': metadata 'step' is not an integer: '", it->second, "'");
-    }
-  }
+  // A Trainer checkpoint (the EMA or trained weights) or weights alone (mdiff-train's
+  // weights.safetensors / weights-ema.safetensors); a 0.1 archive is refused by name.
+  m.step = mdiff::load_weights(checkpoint, *m.unet, !trained_weights);
   m.unet->to(device);
   m.unet->eval();
   m.checkpoint = checkpoint;

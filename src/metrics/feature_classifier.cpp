@@ -258,9 +258,7 @@ ImageClassifier load_classifier(const std::string& path, c10::Device device) {
   }
   // The options decide what constructing the model allocates: its weights alone must fit in the
   // file's tensors, or a few bytes of metadata could ask for any amount of memory.
-  const NamedTensors state = f.section("model");
-  double stored = 0;
-  for (const auto& [name, t] : state) stored += static_cast<double>(t.numel());
+  const auto stored = static_cast<double>(f.values("model"));
   const double w = static_cast<double>(opts.width()), side = static_cast<double>(opts.image_size() / 4),
                fd = static_cast<double>(opts.feature_dim());
   const double weights = 9 * (static_cast<double>(opts.in_channels()) * w + w * w + 2 * w * w + 4 * w * w) +
@@ -268,7 +266,7 @@ ImageClassifier load_classifier(const std::string& path, c10::Device device) {
   MD_CHECK(weights <= stored, what, ": its options ask for at least ", weights, " weights but the file holds ", stored,
            " values");
   ImageClassifier model(opts);
-  load_module_state(*model, state, what);
+  load_module_state(*model, f.section("model"), what);
   model->to(device);
   model->eval();
   return model;

@@ -232,9 +232,7 @@ Autoencoder load_autoencoder(const std::string& path) {
   }
   // The options decide what constructing the model allocates: its weights alone must fit in the
   // file's tensors, or a few bytes of metadata could ask for any amount of memory.
-  const NamedTensors model = f.section("model");
-  double stored = 0;
-  for (const auto& [name, t] : model) stored += static_cast<double>(t.numel());
+  const auto stored = static_cast<double>(f.values("model"));
   const double h = static_cast<double>(o.hidden()), in = static_cast<double>(o.input()),
                lat = static_cast<double>(o.latent());
   const double weights = o.kind() == AutoencoderKind::MLP
@@ -243,7 +241,7 @@ Autoencoder load_autoencoder(const std::string& path) {
   MD_CHECK(weights <= stored, what, ": its options ask for at least ", weights, " weights but the file holds ", stored,
            " values");
   Autoencoder ae(o);
-  load_module_state(*ae, model, what);
+  load_module_state(*ae, f.section("model"), what);
   ae->eval();
   return ae;
 }

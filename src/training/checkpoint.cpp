@@ -145,7 +145,11 @@ StateFile StateFile::decode(const uint8_t* data, size_t size, const std::string&
   return out;
 }
 
-StateFile StateFile::load(const std::string& path, const std::string& kind, int64_t format, const std::string& what) {
+namespace {
+
+// The safetensors file at `path`, read once; a LibTorch archive is refused by its magic first.
+io::Safetensors read_refusing_archives(const std::string& path, const std::string& kind, int64_t format,
+                                       const std::string& what) {
   std::error_code ec;
   MD_CHECK(fs::is_regular_file(path, ec), what, " does not exist or is not a file");
   {
@@ -155,15 +159,32 @@ StateFile StateFile::load(const std::string& path, const std::string& kind, int6
     in.read(reinterpret_cast<char*>(magic), 4);
     if (is_zip(magic, static_cast<size_t>(in.gcount()))) refuse_archive(what, kind, format);
   }
-  io::Safetensors st;
   try {
-    st = io::load_safetensors(path);
+    return io::load_safetensors(path);
   } catch (const c10::Error& e) {
     MD_CHECK(false, what, ": ", e.what_without_backtrace());
   }
-  StateFile out = checked(std::move(st), kind, format, what);
+  return {};  // not reached
+}
+
+}  // namespace
+
+StateFile StateFile::load(const std::string& path, const std::string& kind, int64_t format, const std::string& what) {
+  StateFile out = checked(read_refusing_archives(path, kind, format, what), kind, format, what);
   out.what_ = what;
   return out;
+}
+
+int64_t StateFile::values(const std::string& name) const {
+  int64_t n = 0;
+  for (const auto& [tensor_name, t] : section(name)) n += t.numel();
+  return n;
+}
+
+std::string ema_entry_module_name(const std::string& name) {
+  if (name.rfind("param.", 0) == 0) return name.substr(6);
+  if (name.rfind("buffer.", 0) == 0) return "buffer:" + name.substr(7);
+  return "";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,8 +314,18 @@ void guard_archive_read(const std::string& what, const std::function<void()>& fn
 }
 
 int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema) {
-  const std::string what = "load_weights: checkpoint '" + checkpoint + "'";
-  const StateFile f = StateFile::load(checkpoint, kTrainerCheckpointKind, kTrainerCheckpointFormat, what);
+  const std::string what = "load_weights: '" + checkpoint + "'";
+  io::Safetensors st = read_refusing_archives(checkpoint, kTrainerCheckpointKind, kTrainerCheckpointFormat, what);
+  if (st.metadata.count(kKindKey) == 0) {
+    // Weights alone, under the module's own names (save_module_safetensors, save_ema_safetensors).
+    load_module_state(module, st.tensors, what);
+    const auto it = st.metadata.find("step");
+    int64_t step = -1;
+    MD_CHECK(it == st.metadata.end() || parse_int64(it->second, step), what, ": metadata 'step' is not an integer: '",
+             it->second, "'");
+    return step;
+  }
+  const StateFile f = checked(std::move(st), kTrainerCheckpointKind, kTrainerCheckpointFormat, what);
   const int64_t step = f.metadata_int("step");
   if (!ema) {
     load_module_state(module, f.section("model"), what);
@@ -304,8 +335,8 @@ int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, b
            " holds no EMA weights (trained with ema_decay 0); load the trained weights instead");
   NamedTensors renamed;
   for (auto& [name, t] : f.section("ema")) {
-    if (name.rfind("param.", 0) == 0) renamed.emplace_back(name.substr(6), t);
-    else if (name.rfind("buffer.", 0) == 0) renamed.emplace_back("buffer:" + name.substr(7), t);
+    const std::string own = ema_entry_module_name(name);
+    if (!own.empty()) renamed.emplace_back(own, t);
   }
   load_module_state(module, renamed, what + " (EMA weights)");
   return step;

@@ -704,7 +704,8 @@ StateFile Trainer::checkpoint_state(bool copy) const {
   f.metadata["optimizer"] = optimizer_description();
   f.add_section("model", own_all(module_state(*model_)));
   if (ema_) f.add_section("ema", own_all(ema_->named_state()));
-  f.add_section("optimizer", own_all(optimizer_state(*optimizer_, model_->parameters(true))));
+  // Not copied even for a snapshot: loading builds a new optimizer from copies of these.
+  f.add_section("optimizer", optimizer_state(*optimizer_, model_->parameters(true)));
   NamedTensors rng{{"trainer", generator_state(gen_)}};
   const auto defaults = default_generators();
   for (size_t i = 0; i < defaults.size(); ++i) rng.emplace_back("default" + std::to_string(i), generator_state(defaults[i]));
@@ -807,11 +808,7 @@ Trainer::ParsedCheckpoint Trainer::parse_checkpoint(const StateFile& f, const st
       }
     };
     check_values(c.model, "model", [](const std::string& n) { return n; });
-    check_values(c.ema, "ema", [](const std::string& n) {
-      if (n.rfind("param.", 0) == 0) return n.substr(6);
-      if (n.rfind("buffer.", 0) == 0) return "buffer:" + n.substr(7);
-      return std::string();
-    });
+    check_values(c.ema, "ema", ema_entry_module_name);
   }
   c.rng = f.section("rng");
   for (const auto& [name, st] : c.rng) {

@@ -81,6 +81,8 @@ struct StateFile {
   bool has_section(const std::string& section) const;
   /// The metadata entry `key` as an integer; a missing or malformed entry is an error naming `key`.
   int64_t metadata_int(const std::string& key) const;
+  /// The number of values (elements) stored in `section`.
+  int64_t values(const std::string& section) const;
 
   /// The file's bytes.
   std::vector<uint8_t> encode() const;
@@ -161,16 +163,31 @@ NamedTensors read_named_tensors(torch::serialize::InputArchive& archive, const s
 /// a shape mismatch, is an error naming it (`what` prefixes messages, e.g. the file name).
 void load_module_state(torch::nn::Module& module, const NamedTensors& source, const std::string& what);
 
-/// Loads a model's weights from a Trainer checkpoint into `module`: the EMA weights when `ema` is
-/// true (an error when the checkpoint has none), else the trained weights. Returns the checkpoint's
-/// step. For sampling programs that need no Trainer.
+/// Loads a model's weights into `module`, reading the file once, from
+/// - a Trainer checkpoint: the EMA weights when `ema` is true (an error when it has none), else the
+///   trained weights; returns the checkpoint's step;
+/// - or a safetensors file of the module's own tensors (save_module_safetensors,
+///   save_ema_safetensors, e.g. mdiff-train's weights-ema.safetensors): loaded as it is, `ema`
+///   ignored; returns its `step` metadata, or -1.
+///
+/// A LibTorch archive is refused by name. For sampling programs that need no Trainer.
 ///
 /// Example:
 /// \code
 ///   mdiff::UNet unet(mdiff::UNetOptions::from_json(config));
 ///   int64_t step = mdiff::load_weights("out/fmnist/checkpoints/ckpt-00020000.safetensors", *unet);
+///   mdiff::load_weights("out/fmnist/weights-ema.safetensors", *unet);
 /// \endcode
 int64_t load_weights(const std::string& checkpoint, torch::nn::Module& module, bool ema = true);
+
+/// The module_state() name of an EMA::named_state() entry ("param.w" -> "w", "buffer.b" ->
+/// "buffer:b"); "" for the EMA's own counters.
+///
+/// Example:
+/// \code
+///   for (const auto& [name, t] : ema.named_state()) fmt::print("{}\n", mdiff::ema_entry_module_name(name));
+/// \endcode
+std::string ema_entry_module_name(const std::string& name);
 
 /// Parameters and buffers of `module` by name (detached, sharing storage).
 NamedTensors module_state(const torch::nn::Module& module);
