@@ -2,10 +2,11 @@
 #   CCACHE_DIR      default ~/.cache/ccache
 #   CCACHE_BASEDIR  default the checkout, so that paths are relative and clones in other folders hit
 #   CCACHE_MAXSIZE  default 12G: four presets (release, sanitize, tsan, torch2-cuda) need about 8 GB
-#   CCACHE_NOHASHDIR default set (hash_dir = false): the sanitizer presets compile with line tables (-g), and ccache
-#                   would otherwise hash the build folder into every such object, so that no other
-#                   clone ever hit (measured: 0 hits in 126 for a fresh clone's sanitize build). The
-#                   cost: line tables of a cached object name the folder that first compiled it.
+#   CCACHE_NOHASHDIR default set (hash_dir = false): the sanitizer presets compile with line tables
+#                   (-g), and ccache would otherwise hash the build folder into every such object.
+#                   Measured: it is not enough. A fresh clone's sanitize build still hit 0 times in 126
+#                   with it (the clang precompiled header is the suspect); the GCC presets hit across
+#                   clones (110 of 125 for torch2-cuda).
 # md_ccache_mark / md_ccache_report LABEL print the hits and misses of the builds in between.
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
